@@ -1,0 +1,126 @@
+"""Units of data that flow between the pipeline's stages (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SAMPLE_RATE_HZ = 16_000
+ClosedBy = Literal["utterance", "max_length", "hop", "stream_end"]
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamId:
+    """One participant of one call: the unit of ordering (the Kafka key)."""
+
+    call_id: str
+    participant_id: str
+    role: str = "participant"
+
+    def __post_init__(self) -> None:
+        for name in ("call_id", "participant_id", "role"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _ID_PATTERN.match(value):
+                raise ValueError(
+                    f"{name} must be 1-128 characters of letters, digits, '.', '_', ':' or '-' "
+                    f"starting with a letter or digit; got {value!r}"
+                )
+
+    @property
+    def key(self) -> str:
+        return f"{self.call_id}/{self.participant_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    start_s: float  # media time of the first sample
+    samples: np.ndarray  # float32 [n] 16 kHz mono
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + len(self.samples) / SAMPLE_RATE_HZ
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    time_s: float  # media time
+    rgb: np.ndarray  # uint8 [h, w, 3]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    stream: StreamId
+    seq: int
+    start_s: float  # media time, not wall clock: replay reproduces live windows exactly
+    end_s: float
+    audio: np.ndarray  # float32 [n] 16 kHz mono
+    frames: tuple[VideoFrame, ...]
+    closed_by: ClosedBy
+    shed: bool = False  # True when overload forced the pipeline to skip scoring this window
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start_s: float  # media time
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    window: Window
+    text: str
+    words: tuple[Word, ...]
+    language: str
+    no_speech_prob: float
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    transcript: Transcript
+    input_ids: np.ndarray  # int64 [L]
+    attention_mask: np.ndarray  # int64 [L]
+    token_type_ids: np.ndarray  # int64 [L]
+    audio: np.ndarray  # float32 [La, Da]
+    vision: np.ndarray  # float32 [Lv, Dv]
+    speech_ratio: float
+    face_visible_ratio: float
+    latency_ms: float
+
+    @property
+    def window(self) -> Window:
+        return self.transcript.window
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScore:
+    task: str  # e.g. "sentiment", "depression"
+    m: float  # multimodal output: the score
+    t: float | None  # unimodal outputs when the graph exposes them
+    a: float | None
+    v: float | None
+    label_min: float
+    label_max: float
+    model_id: str
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    features: Features
+    tasks: tuple[TaskScore, ...]
+    latencies_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def window(self) -> Window:
+        return self.features.transcript.window
