@@ -1,0 +1,280 @@
+"""Recordings + a labels CSV -> an MMSA-format pickle, with exactly the features the agent computes live.
+
+Each labelled segment is decoded with ``agent.media.decode_file`` (16 kHz mono float32 audio, RGB frames),
+its frames sampled to ``vision_fps`` with the agent's own ``FrameSampler``, wrapped in the agent's ``Window``
+and ``Transcript`` types and passed to ``FeatureExtractor.extract`` — the same call the live pipeline makes.
+
+Labels CSV columns: ``file`` (relative to the recordings directory), ``start_s``, ``end_s`` (empty = to the
+end of the file), ``label``, optional ``label_T``/``label_A``/``label_V``, optional ``text`` (else Whisper),
+``split`` (train/valid/test), optional ``clip_id``. Output: the MMSA pickle of selfmm-spec §5.2 (see
+``assemble``) plus ``<out>.json`` with the feature spec, counts, quality and any skipped rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import ConfigError, MediaError
+from agent.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
+from models.dataset_pickle import assemble, write_pickle
+from models.features import FeatureExtractor, FeatureSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+REQUIRED_COLUMNS = ("file", "start_s", "end_s", "label", "split")
+_STREAM = StreamId("dataset", "builder")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    line: int  # line in the CSV (header = 1), for error messages
+    file: str
+    start_s: float
+    end_s: float | None  # None = to the end of the file
+    label: float
+    label_t: float | None
+    label_a: float | None
+    label_v: float | None
+    text: str | None
+    split: str
+    video_id: str
+    clip_id: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.video_id}$_${self.clip_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labelled segment's model inputs (what ``models.dataset_pickle`` lays out)."""
+
+    row: LabelRow
+    raw_text: str
+    input_ids: np.ndarray  # int64 [n <= L]
+    audio: np.ndarray  # float32 [Ta, Da]
+    vision: np.ndarray  # float32 [Tv, Dv]
+    speech_ratio: float
+    face_visible_ratio: float
+
+
+class LabelsError(ConfigError):
+    """A labels CSV that cannot be used; the message names the file, line and column."""
+
+
+def _float(value: str, where: str, name: str, *, optional: bool) -> float | None:
+    value = (value or "").strip()
+    if not value:
+        if optional:
+            return None
+        raise LabelsError(f"{where}: column {name} is empty")
+    try:
+        number = float(value)
+    except ValueError:
+        raise LabelsError(f"{where}: column {name} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise LabelsError(f"{where}: column {name} is not finite: {value!r}")
+    return number
+
+
+def _row(raw: dict[str, str], line: int, path: Path, counters: dict[str, int]) -> LabelRow:
+    where = f"{path}:{line}"
+    file = (raw.get("file") or "").strip()
+    if not file:
+        raise LabelsError(f"{where}: column file is empty")
+    start_s = _float(raw["start_s"], where, "start_s", optional=True) or 0.0
+    end_s = _float(raw["end_s"], where, "end_s", optional=True)
+    if start_s < 0 or (end_s is not None and end_s <= start_s):
+        raise LabelsError(f"{where}: need 0 <= start_s < end_s, got start_s={start_s} end_s={end_s}")
+    split = (raw.get("split") or "").strip().lower()
+    if split not in SPLITS:
+        raise LabelsError(f"{where}: split must be one of {', '.join(SPLITS)}, got {raw.get('split')!r}")
+    video_id = str(Path(file).with_suffix("")).replace("\\", "/")
+    counters[video_id] = counters.get(video_id, 0) + 1
+    clip_id = (raw.get("clip_id") or "").strip() or str(counters[video_id])
+    text = raw.get("text")
+    label = _float(raw["label"], where, "label", optional=False)
+    assert label is not None
+    return LabelRow(
+        line=line, file=file, start_s=start_s, end_s=end_s, label=label,
+        label_t=_float(raw.get("label_T", ""), where, "label_T", optional=True),
+        label_a=_float(raw.get("label_A", ""), where, "label_A", optional=True),
+        label_v=_float(raw.get("label_V", ""), where, "label_V", optional=True),
+        text=text.strip() if text is not None and text.strip() else None,
+        split=split, video_id=video_id, clip_id=clip_id,
+    )  # fmt: skip
+
+
+def read_labels(path: Path) -> list[LabelRow]:
+    """Parse and check a labels CSV; LabelsError names the first problem (file, line, column)."""
+    if not path.is_file():
+        raise LabelsError(f"labels file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LabelsError(f"{path}: missing column(s) {', '.join(missing)} (have {reader.fieldnames})")
+        counters: dict[str, int] = {}
+        rows = [_row(raw, line, path, counters) for line, raw in enumerate(reader, start=2)]
+    if not rows:
+        raise LabelsError(f"{path}: no rows")
+    ids = [r.id for r in rows]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise LabelsError(f"{path}: id {duplicate!r} appears twice (file + clip_id must be unique)")
+    return rows
+
+
+def sample_frames(frames: list[VideoFrame], vision_fps: float) -> tuple[VideoFrame, ...]:
+    """The frames live ingest and replay keep (`agent.file_source.sample_frames`: one per 1/fps slot)."""
+    from agent.file_source import sample_frames as sample_media
+
+    return tuple(item for item in sample_media(frames, vision_fps) if isinstance(item, VideoFrame))
+
+
+def segment_window(path: Path, row: LabelRow, vision_fps: float) -> Window:
+    """Decode one labelled segment into the agent's Window (same decoder and frame sampling as live)."""
+    from agent.media import decode_file
+
+    chunks: list[AudioChunk] = []
+    frames: list[VideoFrame] = []
+    for item in decode_file(path, start_s=row.start_s or None, end_s=row.end_s):
+        if isinstance(item, AudioChunk):
+            chunks.append(item)
+        else:
+            frames.append(item)
+    if not chunks:
+        raise MediaError(str(path), f"no audio in {row.start_s}-{row.end_s} s (labels line {row.line})")
+    audio = np.concatenate([c.samples for c in chunks]).astype(np.float32, copy=False)  # float32 [n] 16 kHz
+    return Window(
+        stream=_STREAM, seq=row.line, start_s=chunks[0].start_s, end_s=chunks[-1].end_s, audio=audio,
+        frames=sample_frames(frames, vision_fps), closed_by="stream_end",
+    )  # fmt: skip
+
+
+Transcriber = Callable[[Window], Transcript]
+
+
+def label_transcript(window: Window, text: str) -> Transcript:
+    return Transcript(window=window, text=text, words=(), language="en", no_speech_prob=0.0, latency_ms=0.0)
+
+
+def extract_rows(
+    rows: list[LabelRow],
+    recordings: Path,
+    extractor: FeatureExtractor,
+    *,
+    transcriber: Transcriber | None = None,
+    skip_bad: bool = False,
+    skipped: list[str] | None = None,
+) -> Iterator[Sample]:
+    """Features of each labelled segment in CSV order; a failing one stops the build unless skipped."""
+    for row in rows:
+        try:
+            yield _extract_row(row, recordings, extractor, transcriber)
+        except (MediaError, LabelsError) as exc:
+            if not skip_bad:
+                raise
+            log.warning("labels line %d skipped: %s", row.line, exc)
+            if skipped is not None:
+                skipped.append(f"line {row.line}: {exc}")
+
+
+def _extract_row(
+    row: LabelRow, recordings: Path, extractor: FeatureExtractor, transcriber: Transcriber | None
+) -> Sample:
+    window = segment_window(recordings / row.file, row, extractor.spec.vision_fps)
+    if row.text is not None:
+        transcript = label_transcript(window, row.text)
+    elif transcriber is not None:
+        transcript = transcriber(window)
+    else:
+        raise LabelsError(f"labels line {row.line}: no text; give a text column or use Whisper (--whisper)")
+    features = extractor.extract(transcript)
+    return Sample(
+        row=row, raw_text=transcript.text, input_ids=features.input_ids, audio=features.audio,
+        vision=features.vision, speech_ratio=features.speech_ratio,
+        face_visible_ratio=features.face_visible_ratio,
+    )  # fmt: skip
+
+
+def text_hidden_size(text_encoder: Path) -> int:
+    """hidden_size from the text encoder's config.json (the width of the placeholder ``text`` array)."""
+    import json
+
+    config = Path(text_encoder) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"no config.json in text encoder directory {text_encoder}")
+    hidden = json.loads(config.read_text(encoding="utf-8")).get("hidden_size")
+    if not isinstance(hidden, int) or hidden < 1:
+        raise ConfigError(f"{config}: hidden_size missing or invalid")
+    return hidden
+
+
+def feature_spec_for(text_encoder: Path, *, text_max_length: int, vision_fps: float) -> FeatureSpec:
+    return FeatureSpec.for_tokenizer(text_encoder, text_max_length=text_max_length, vision_fps=vision_fps)
+
+
+def _summary(samples: list[Sample], spec: FeatureSpec, skipped: list[str], transcripts: str) -> dict:
+    splits = {}
+    for name in SPLITS:
+        part = [s for s in samples if s.row.split == name]
+        splits[name] = {
+            "count": len(part),
+            "mean_speech_ratio": float(np.mean([s.speech_ratio for s in part])) if part else None,
+            "mean_face_visible_ratio": float(np.mean([s.face_visible_ratio for s in part])) if part else None,
+        }
+    return {"feature_spec": spec.to_dict(), "transcripts": transcripts, "splits": splits, "skipped": skipped}
+
+
+def build_dataset(
+    recordings: Path,
+    labels: Path,
+    text_encoder: Path,
+    out: Path,
+    *,
+    vision_fps: float,
+    text_max_length: int = 50,
+    transcriber: Transcriber | None = None,
+    skip_bad: bool = False,
+    compact_text: bool = False,
+    max_audio_frames: int | None = None,
+    max_vision_frames: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Build ``out`` (pickle) and ``out.json`` (spec and counts); returns the summary written to the JSON."""
+    import json
+
+    if not recordings.is_dir():
+        raise ConfigError(f"recordings directory not found: {recordings}")
+    rows = read_labels(labels)
+    spec = feature_spec_for(text_encoder, text_max_length=text_max_length, vision_fps=vision_fps)
+    width = 1 if compact_text else text_hidden_size(text_encoder)
+    extractor = FeatureExtractor(spec, text_encoder)
+    skipped: list[str] = []
+    samples: list[Sample] = []
+    try:
+        for sample in extract_rows(
+            rows, recordings, extractor, transcriber=transcriber, skip_bad=skip_bad, skipped=skipped
+        ):
+            samples.append(sample)
+            if progress is not None:
+                progress(len(samples) + len(skipped), len(rows))
+    finally:
+        extractor.close()
+    if not samples:
+        raise LabelsError(f"{labels}: no segment could be used ({len(skipped)} skipped)")
+    data = assemble(samples, spec, text_width=width, audio_cap=max_audio_frames, vision_cap=max_vision_frames)
+    write_pickle(data, out)
+    summary = _summary(samples, spec, skipped, "whisper" if transcriber is not None else "labels")
+    Path(str(out) + ".json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    log.info("wrote %s: %d segments (%d skipped)", out, len(samples), len(skipped))
+    return summary

@@ -1,0 +1,13 @@
+"""Fixtures for dataset-builder tests: a tiny random BERT (with tokenizer.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_selfmm import make_tiny_encoder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_bert_dataset"))
