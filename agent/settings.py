@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -84,6 +85,7 @@ class WindowSettings(BaseModel):
     # voice activity
     vad_frame_s: float = Field(0.032, gt=0)
     vad_threshold: float = Field(0.5, gt=0, lt=1)
+    speech_pad_s: float = Field(0.2, ge=0)  # audio kept before/after voiced frames in utterance windows
 
     @model_validator(mode="after")
     def _check_lengths(self) -> WindowSettings:
@@ -112,6 +114,8 @@ class ScoringSettings(BaseModel):
     max_wait_ms: float = Field(20.0, ge=0)
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime's choice
+    # auto = the fp16 graph when CUDA runs it, else fp32; int8 = the dynamic-quantised CPU graph
+    graph_variant: Literal["auto", "fp32", "fp16", "int8"] = "auto"
 
 
 class PublishSettings(BaseModel):
@@ -126,14 +130,23 @@ class PublishSettings(BaseModel):
 class IngestSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    tokens: list[SecretStr] = []
+    tokens: Annotated[list[SecretStr], NoDecode] = []  # env: comma-separated
     max_sessions: int = Field(16, ge=1)
     max_sdp_bytes: int = Field(64 * 1024, ge=1024)
     ice_timeout_s: float = Field(15.0, gt=0)
-    ice_servers: list[str] = []  # stun:/turn: URLs; none by default
+    ice_servers: Annotated[list[str], NoDecode] = []  # stun:/turn: URLs, comma-separated; none by default
+    ice_username: str | None = None  # for turn: URLs
+    ice_credential: SecretStr | None = None
+    # "auto": offer 127.0.0.1 as ICE host candidate when the host has no other interface; "only": loopback
+    # alone (peers on one machine: tests, single-machine demo); "never": aioice's choice (agent/loopback.py)
+    ice_loopback: Literal["never", "auto", "only"] = "auto"
+    media_timeout_s: float = Field(15.0, gt=0)  # connected but no media for this long: session closed
+    media_buffer_s: float = Field(30.0, gt=0)  # unconsumed audio beyond this closes the session (overload)
+    cors_allow_origin: str = "*"
+    retry_after_s: int = Field(5, ge=1)  # Retry-After on 503 when all sessions are taken
     queue_windows: int = Field(8, ge=1)  # per stream; beyond this, windows are shed (and reported)
 
-    @field_validator("tokens", mode="before")
+    @field_validator("tokens", "ice_servers", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -146,6 +159,12 @@ class MonitorSettings(BaseModel):
     rules_path: Path | None = None
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"  # a new group reads the whole topic
+    # After a restart or rebalance: re-read this many score records per partition before the committed
+    # offset (silently) to rebuild rolling windows, and this many alerts per partition to find open episodes.
+    rebuild_lookback_records: int = Field(2000, ge=0)
+    alerts_lookback_records: int = Field(10_000, ge=1)
+    poll_timeout_ms: int = Field(500, ge=10)
 
 
 class MetricsSettings(BaseModel):

@@ -1,0 +1,274 @@
+"""The alert monitor: a consumer group on affect.scores applying agent.rules, alerting to affect.alerts.
+
+Delivery: a poll batch is processed, its alerts are produced and acknowledged, and only then are the
+batch's offsets committed. A crash can therefore repeat work but never skip it. Restart (and rebalance)
+recovery, documented in docs/kafka.md:
+1. the tail of affect.alerts (this monitor's own events) gives, per (stream, rule), the last event: its
+   seq, whether an episode is open, and since when: a `Fence`;
+2. each assigned partition is re-read from `committed - rebuild_lookback_records`; records before the
+   committed offset only rebuild rolling windows (their alerts were acknowledged before the commit);
+3. for a (stream, rule) with a fence, windows up to the fence's seq are silent; after it the state is the
+   alert log's. So an alert acknowledged just before a crash is not raised again, and one never
+   acknowledged is raised after the restart.
+Scores are deduplicated by (stream key, seq): the publisher delivers at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from agent import messages, metrics
+from agent.errors import BrokerError, PublishError
+from agent.kafka_config import common_kwargs, consumer_kwargs, producer_kwargs
+from agent.rules import AlertEvent, Fence, Observation, Rule, RuleEngine
+from agent.settings import KafkaSettings, MonitorSettings, PublishSettings
+from agent.topics import ensure_topics
+from agent.types import StreamId
+
+log = logging.getLogger(__name__)
+
+_SEND_ATTEMPTS = 5
+AlertHook = Callable[[list[AlertEvent]], None]
+
+
+@dataclass
+class MonitorStats:
+    records: int = 0
+    duplicates: int = 0  # (stream key, seq) seen before: dropped
+    invalid: int = 0  # not a valid affect.scores message: logged and skipped
+    alerts: int = 0  # alert events acknowledged by the broker
+    rebuilds: int = 0
+
+
+def observation(message: dict[str, Any]) -> Observation:
+    """A validated affect.scores message as the rule engine's input (a shed window has no values)."""
+    s = message["stream"]
+    values = {} if message["shed"] else {
+        t["task"]: {"m": t["m"], "t": t["t"], "a": t["a"], "v": t["v"]} for t in message["scores"]
+    }  # fmt: skip
+    return Observation(
+        stream=StreamId(s["call_id"], s["participant_id"], s["role"]),
+        seq=message["seq"],
+        start_s=message["start_s"],
+        end_s=message["end_s"],
+        values=values,
+        replay=message["replay"],
+    )
+
+
+def read_alert_fences(
+    kafka: KafkaSettings, monitor_id: str, lookback_records: int, timeout_s: float = 30.0
+) -> dict[tuple[str, str], Fence]:
+    """The last event per (stream key, rule) of this monitor in the tail of the alerts topic."""
+    topic = kafka.topics.alerts
+    consumer = KafkaConsumer(**common_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    fences: dict[tuple[str, str], Fence] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return fences
+        consumer.assign(tps)
+        end = consumer.end_offsets(tps)
+        begin = consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(begin[tp], end[tp] - lookback_records))
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"could not read the tail of {topic} within {timeout_s} s", retryable=True)
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    _apply_alert(fences, record.value, monitor_id)
+    finally:
+        consumer.close(autocommit=False)
+    return fences
+
+
+def _apply_alert(fences: dict[tuple[str, str], Fence], value: bytes, monitor_id: str) -> None:
+    try:
+        alert = messages.decode(value)
+        messages.validate("alerts", alert)
+    except (ValueError, PublishError):
+        return  # not ours to judge; the alerts topic may hold other producers' messages
+    if alert["monitor_id"] != monitor_id:
+        return
+    key = (alert["stream"]["key"], alert["rule"])
+    if key not in fences or fences[key].seq <= alert["seq"]:
+        fences[key] = Fence(alert["seq"], alert["event"] == "raised", alert["episode_seq"])
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread, where blocking consumer calls are forbidden: it only flags."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.monitor.rebuild_needed = True
+
+
+class Monitor:
+    def __init__(self, kafka: KafkaSettings, settings: MonitorSettings, rules: tuple[Rule, ...]) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.rules = rules
+        self.stats = MonitorStats()
+        self.engine = RuleEngine(rules)
+        self._last_seq: dict[str, int] = {}
+        self._silent_until: dict[TopicPartition, int] = {}
+        self._producer: KafkaProducer | None = None
+        self.rebuild_needed = False
+        # Fault-injection points for tests: called with the batch's alerts around their delivery.
+        self.before_alerts_sent: AlertHook | None = None
+        self.after_alerts_acked: AlertHook | None = None
+
+    @property
+    def monitor_id(self) -> str:
+        return self.settings.group_id
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; raises BrokerError when alerts cannot be delivered."""
+        ensure_topics(self.kafka, [self.kafka.topics.scores, self.kafka.topics.alerts])
+        consumer = KafkaConsumer(**consumer_kwargs(self.kafka, self.settings))
+        consumer.subscribe([self.kafka.topics.scores], listener=_Rebalance(self))
+        log.info("monitor started", extra={"group_id": self.monitor_id, "rules": len(self.rules)})
+        try:
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=500)
+                if self.rebuild_needed:
+                    self.rebuild_needed = False
+                    self.rebuild(consumer, sorted(consumer.assignment()), unprocessed=batch)
+                elif batch:
+                    self.handle(consumer, batch)
+        finally:
+            consumer.close(autocommit=False)
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+
+    def rebuild(
+        self,
+        consumer: KafkaConsumer,
+        assigned: list[TopicPartition],
+        unprocessed: dict[TopicPartition, list[Any]],
+    ) -> None:
+        """Fresh state for the assigned partitions: alert-log fences, then silent re-reading (see top).
+
+        `unprocessed` is the poll batch that arrived with the assignment: it is re-read, not processed.
+        """
+        self.stats.rebuilds += 1
+        self.engine = RuleEngine(self.rules)
+        self._last_seq.clear()
+        self._silent_until.clear()
+        fences = read_alert_fences(self.kafka, self.monitor_id, self.settings.alerts_lookback_records)
+        for (stream_key, rule_name), fence in fences.items():
+            self.engine.restore(stream_key, rule_name, fence)
+        if assigned:
+            begin = consumer.beginning_offsets(assigned)
+            end = consumer.end_offsets(assigned)
+        for tp in assigned:
+            committed = consumer.committed(tp)
+            if committed is not None and committed > end[tp]:
+                log.warning("partition %d: committed offset %d beyond its end %d (topic recreated?)",
+                            tp.partition, committed, end[tp])  # fmt: skip
+                committed = begin[tp]
+            if committed is None:  # a new group: where auto_offset_reset put us, before this batch
+                records = unprocessed.get(tp)
+                if records:
+                    consumer.seek(tp, records[0].offset)
+                continue
+            consumer.seek(tp, max(begin[tp], committed - self.settings.rebuild_lookback_records))
+            self._silent_until[tp] = committed
+        log.info(
+            "monitor state rebuilt: %d partition(s), %d open episode(s) in the alert log",
+            len(assigned),
+            sum(1 for f in fences.values() if f.open),
+        )
+
+    def handle(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Process one poll batch; alerts acknowledged, then offsets committed."""
+        events: list[AlertEvent] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in batch.items():
+            for record in records:
+                events.extend(self._process(tp, record.offset, record.value))
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        if events:
+            if self.before_alerts_sent is not None:
+                self.before_alerts_sent(events)
+            self._send_alerts(events)
+            if self.after_alerts_acked is not None:
+                self.after_alerts_acked(events)
+        consumer.commit(offsets)
+
+    def _process(self, tp: TopicPartition, offset: int, value: bytes) -> list[AlertEvent]:
+        self.stats.records += 1
+        try:
+            message = messages.decode(value)
+            messages.validate("scores", message)
+        except (ValueError, PublishError) as exc:
+            self.stats.invalid += 1
+            reason = str(exc) if isinstance(exc, PublishError) else type(exc).__name__
+            log.error(
+                "skipping invalid score message at %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason
+            )
+            return []
+        key, seq = message["stream"]["key"], message["seq"]
+        if seq <= self._last_seq.get(key, -1):
+            self.stats.duplicates += 1
+            return []
+        self._last_seq[key] = seq
+        silent = offset < self._silent_until.get(tp, 0)
+        return self.engine.observe(observation(message), emit=not silent)
+
+    def _send_alerts(self, events: list[AlertEvent]) -> None:
+        envelopes = [messages.envelope("alerts", messages.alert_message(e, monitor_id=self.monitor_id))
+                     for e in events]  # fmt: skip
+        for attempt in range(1, _SEND_ATTEMPTS + 1):
+            try:
+                if self._producer is None:
+                    if attempt > 1:  # the broker may have restarted without its topics
+                        ensure_topics(self.kafka, [self.kafka.topics.alerts])
+                    self._producer = KafkaProducer(**producer_kwargs(self.kafka, PublishSettings()))
+                futures = [
+                    self._producer.send(self.kafka.topics.alerts, key=env.key.encode(), value=env.value,
+                                        headers=list(env.headers))
+                    for env in envelopes
+                ]  # fmt: skip
+                self._producer.flush(timeout=self.kafka.request_timeout_ms / 1000 * 3)
+                if all(f.is_done and f.succeeded() for f in futures):
+                    self.stats.alerts += len(envelopes)
+                    for e in events:
+                        if e.event == "raised":
+                            metrics.ALERTS_RAISED.labels(rule=e.rule).inc()
+                    for e in events:
+                        log.info(
+                            "alert %s",
+                            e.event,
+                            extra={
+                                "rule": e.rule,
+                                "stream_key": e.stream.key,
+                                "seq": e.seq,
+                                "episode_seq": e.episode_seq,
+                            },
+                        )
+                    return
+            except (KafkaError, BrokerError) as exc:
+                log.warning("alert delivery attempt %d failed: %s", attempt, type(exc).__name__)
+            if self._producer is not None:
+                self._producer.close(timeout=0)
+                self._producer = None
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+        raise BrokerError(f"{len(events)} alert(s) not acknowledged after {_SEND_ATTEMPTS} attempts; "
+                          "offsets not committed, a restart redelivers them", retryable=True)  # fmt: skip
