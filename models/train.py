@@ -1,0 +1,210 @@
+"""Self-MM training with ULGM, in MMSA 2.2.1's exact order of operations (spec §3-§4).
+
+Differences from MMSA, none of which changes the numbers: the best weights are kept in memory rather than
+written to a file each time; `max_epochs` can cap the loop (MMSA has no cap); an empty ULGM centre keeps its
+previous value (MMSA would produce NaN); CPU works (MMSA_run demands CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from models.config import SelfMMConfig
+from models.datasets import model_inputs
+from models.metrics import task_metrics
+from models.selfmm import SelfMM
+from models.ulgm import MODES, OUTPUT_OF, ULGM
+
+log = logging.getLogger(__name__)
+
+BERT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+
+
+def setup_seed(seed: int) -> None:
+    """MMSA's setup_seed (+ the cuBLAS setting its run.py makes)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:2")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def build_optimizer(model: SelfMM, config: SelfMMConfig) -> torch.optim.Adam:
+    """Adam (coupled L2 decay) over MMSA's five parameter groups (spec §4.1)."""
+    bert = list(model.text_model.named_parameters())
+    other = [
+        p for n, p in model.named_parameters()
+        if "text_model" not in n and "audio_model" not in n and "video_model" not in n
+    ]
+    groups = [
+        {"params": [p for n, p in bert if not any(nd in n for nd in BERT_NO_DECAY)],
+         "weight_decay": config.weight_decay_bert, "lr": config.learning_rate_bert},
+        {"params": [p for n, p in bert if any(nd in n for nd in BERT_NO_DECAY)],
+         "weight_decay": 0.0, "lr": config.learning_rate_bert},
+        {"params": list(model.audio_model.parameters()),
+         "weight_decay": config.weight_decay_audio, "lr": config.learning_rate_audio},
+        {"params": list(model.video_model.parameters()),
+         "weight_decay": config.weight_decay_video, "lr": config.learning_rate_video},
+        {"params": other, "weight_decay": config.weight_decay_other, "lr": config.learning_rate_other},
+    ]
+    return torch.optim.Adam(groups)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    max_epochs: int | None = None  # None: until early stopping, as MMSA
+    device: str | None = None  # None: CUDA when present, else CPU
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass(slots=True)
+class FitResult:
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    generated_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs MMSA's SELF_MM.do_train / do_test loop on our SelfMM."""
+
+    def __init__(self, config: SelfMMConfig, options: TrainOptions | None = None) -> None:
+        self.config = config
+        self.options = options or TrainOptions()
+        self.device = torch.device(self.options.device) if self.options.device else default_device()
+        self.ulgm: ULGM | None = None
+
+    def _loader(self, dataset: Dataset[Any]) -> DataLoader[Any]:
+        # MMSA shuffles all three loaders (valid/test too: it changes the batch-mean Loss slightly)
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=True,
+                          num_workers=self.options.num_workers)
+
+    def _bar(self, loader: DataLoader[Any], desc: str) -> Any:
+        return tqdm(loader, desc=desc, leave=False, disable=not self.options.progress)
+
+    def _new_ulgm(self, n_train: int) -> ULGM:
+        c = self.config
+        dims = {"fusion": c.post_fusion_dim, "text": c.post_text_dim, "audio": c.post_audio_dim,
+                "vision": c.post_video_dim}
+        return ULGM(n_train, dims, exclude_zero=c.exclude_zero, label_bounds=c.generated_label_bounds,
+                    label_center=c.label_center, device=self.device)
+
+    def fit(self, model: SelfMM, train: Dataset[Any], valid: Dataset[Any]) -> FitResult:
+        """Train until early stopping (patience `early_stop` on the rounded valid Loss) or max_epochs."""
+        c = self.config
+        model.to(self.device)
+        optimizer = build_optimizer(model, c)
+        train_loader = self._loader(train)
+        self.ulgm = ulgm = self._new_ulgm(len(train))  # type: ignore[arg-type]
+        for batch in self._bar(train_loader, "init labels"):
+            ulgm.init_labels(batch["index"].view(-1).to(self.device), batch["label"].view(-1).to(self.device))
+
+        result = FitResult(best_epoch=0, best_valid={"Loss": 1e8}, epochs=0)
+        while True:
+            result.epochs += 1
+            epoch = result.epochs
+            started = time.monotonic()
+            train_loss, train_metrics = self._train_epoch(model, optimizer, train_loader, epoch)
+            valid_results = self.evaluate(model, valid, desc=f"epoch {epoch} valid")
+            if valid_results["Loss"] <= result.best_valid["Loss"] - 1e-6:
+                result.best_epoch, result.best_valid = epoch, valid_results
+                result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            result.history.append({"epoch": epoch, "train_loss": train_loss, "train": train_metrics,
+                                   "valid": valid_results, "seconds": round(time.monotonic() - started, 2)})
+            log.info(
+                "epoch %d: train loss %.4f (M MAE %.4f), valid Loss %.4f MAE %.4f, best epoch %d (%.1f s)",
+                epoch, train_loss, train_metrics["M"].get("MAE", float("nan")), valid_results["Loss"],
+                valid_results.get("MAE", float("nan")), result.best_epoch, time.monotonic() - started,
+            )
+            if epoch - result.best_epoch >= c.early_stop:
+                break
+            if self.options.max_epochs is not None and epoch >= self.options.max_epochs:
+                break
+        result.generated_labels = ulgm.state_dict()
+        return result
+
+    def _train_epoch(
+        self, model: SelfMM, optimizer: torch.optim.Optimizer, loader: DataLoader[Any], epoch: int
+    ) -> tuple[float, dict[str, dict[str, float]]]:
+        assert self.ulgm is not None
+        ulgm, accumulate = self.ulgm, self.config.update_epochs
+        model.train()
+        preds: dict[str, list[torch.Tensor]] = {m: [] for m in MODES}
+        targets: dict[str, list[torch.Tensor]] = {m: [] for m in MODES}
+        total_loss, left = 0.0, accumulate
+        for batch in self._bar(loader, f"epoch {epoch} train"):
+            if left == accumulate:
+                optimizer.zero_grad()
+            left -= 1
+            indexes = batch["index"].view(-1).to(self.device)
+            outputs = model(**model_inputs(batch, self.device))
+            for m in MODES:
+                preds[m].append(outputs[OUTPUT_OF[m]].detach().view(-1).cpu())
+                targets[m].append(ulgm.targets(m, indexes).cpu())
+            loss = ulgm.loss(outputs, indexes)
+            loss.backward()
+            total_loss += loss.item()
+            features = {k: v.detach() for k, v in outputs.items() if k.startswith("Feature_")}
+            if epoch > 1:
+                ulgm.update_labels(features, epoch, indexes)
+            ulgm.update_features(features, indexes)
+            ulgm.update_centers()
+            if not left:
+                optimizer.step()
+                left = accumulate
+        # the last (n_batches mod update_epochs) gradients are never applied, as in MMSA
+        metrics = {
+            OUTPUT_OF[m]: task_metrics(torch.cat(preds[m]).numpy(), torch.cat(targets[m]).numpy(),
+                                       task=self.config.task, dataset=self.config.dataset)
+            for m in MODES
+        }
+        return total_loss / max(len(loader), 1), metrics
+
+    @torch.no_grad()
+    def predict(self, model: SelfMM, dataset: Dataset[Any], desc: str = "predict") -> dict[str, Any]:
+        """M predictions, labels, ids and MMSA's eval Loss (mean of per-batch L1 means) over `dataset`."""
+        model.to(self.device).eval()
+        loader = self._loader(dataset)
+        preds, labels, ids, loss_sum = [], [], [], 0.0
+        for batch in self._bar(loader, desc):
+            output = model(**model_inputs(batch, self.device))["M"].view(-1)
+            label = batch["label"].view(-1).to(self.device)
+            loss_sum += torch.mean(torch.abs(output - label)).item()
+            preds.append(output.cpu())
+            labels.append(label.cpu())
+            ids.extend(batch["id"])
+        return {"pred": torch.cat(preds).numpy(), "true": torch.cat(labels).numpy(), "ids": ids,
+                "loss": loss_sum / max(len(loader), 1)}
+
+    def evaluate(self, model: SelfMM, dataset: Dataset[Any], desc: str = "evaluate") -> dict[str, float]:
+        """Task metrics of M plus `Loss` rounded to 4 decimals (MMSA's do_test)."""
+        out = self.predict(model, dataset, desc)
+        results = task_metrics(out["pred"], out["true"], task=self.config.task, dataset=self.config.dataset)
+        results["Loss"] = round(out["loss"], 4)
+        return results
+
+
+def load_best(model: SelfMM, result: FitResult) -> SelfMM:
+    """Put the best epoch's weights back into `model` (MMSA reloads its saved file before testing)."""
+    if result.best_state:
+        model.load_state_dict(copy.deepcopy(result.best_state), strict=True)
+    return model
