@@ -116,6 +116,9 @@ class ScoringSettings(BaseModel):
     intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime's choice
     # auto = the fp16 graph when CUDA runs it, else fp32; int8 = the dynamic-quantised CPU graph
     graph_variant: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    # ONNX Runtime's idle intra-op threads busy-wait by default; on CPUs shared with Whisper and feature
+    # extraction that steals cores, and its per-step LSTM sync then stalls (bench/scoring.py measures it).
+    intra_op_spinning: bool = False
 
 
 class PublishSettings(BaseModel):

@@ -1,0 +1,198 @@
+"""The scorer: bundle checks, padding, micro-batching across streams, several bundles, uninformed inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_selfmm import AUDIO_DIM, VISION_DIM, export_tiny_bundle, make_tiny_encoder, tiny_feature_spec
+
+from agent.bundle import ModelBundle, ModelInputs
+from agent.errors import ModelError
+from agent.scoring import Scorer, pad_batch
+from agent.settings import ScoringSettings
+from agent.types import Features, StreamId, Transcript, Window
+from exporters.card import UninformedInput
+
+pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scoring")
+    encoder = make_tiny_encoder(root / "encoder")
+    no_face = UninformedInput(rows=((0.0,) * VISION_DIM,), reason="test: vision not informed")
+    return {
+        "sentiment": export_tiny_bundle(encoder, root / "sentiment", seed=1),
+        "depression": export_tiny_bundle(encoder, root / "depression", seed=2, task="depression"),
+        "no_vision": export_tiny_bundle(
+            encoder,
+            root / "no_vision",
+            seed=1,
+            informed_modalities=("text", "audio"),
+            uninformed_inputs={"vision": no_face},
+        ),
+    }
+
+
+def make_features(
+    seed: int,
+    *,
+    stream: str = "s0",
+    seq: int = 0,
+    vision: np.ndarray | None = None,
+    audio_dim: int = AUDIO_DIM,
+) -> Features:
+    rng = np.random.default_rng(seed)
+    n_tokens, n_audio, n_vision = (
+        int(rng.integers(3, 40)),
+        int(rng.integers(1, 150)),
+        int(rng.integers(1, 30)),
+    )
+    ids = np.concatenate([[2], rng.integers(5, 60, n_tokens - 2), [3]]).astype(np.int64)
+    window = Window(StreamId("call-1", stream), seq, 0.0, 1.0, np.zeros(16, np.float32), (), "utterance")
+    return Features(
+        transcript=Transcript(window, "", (), "en", 0.0, 0.0),
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        token_type_ids=np.zeros_like(ids),
+        audio=rng.standard_normal((n_audio, audio_dim)).astype(np.float32),
+        vision=vision if vision is not None else rng.standard_normal((n_vision, VISION_DIM)).astype(np.float32),
+        speech_ratio=1.0,
+        face_visible_ratio=1.0,
+        latency_ms=0.0,
+    )
+
+
+def test_pad_batch_pads_to_the_longest_and_keeps_true_lengths() -> None:
+    a = ModelInputs(
+        np.array([2, 7, 3]),
+        np.ones(3, np.int64),
+        np.zeros(3, np.int64),
+        np.ones((4, 2), np.float32),
+        np.ones((1, 3), np.float32),
+    )
+    b = ModelInputs(
+        np.array([2, 3]),
+        np.ones(2, np.int64),
+        np.zeros(2, np.int64),
+        np.full((1, 2), 5, np.float32),
+        np.full((6, 3), 7, np.float32),
+    )
+    feeds = pad_batch([a, b])
+    assert feeds["input_ids"].tolist() == [[2, 7, 3], [2, 3, 0]]
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert feeds["audio"].shape == (2, 4, 2) and feeds["audio_lengths"].tolist() == [4, 1]
+    assert feeds["audio"][1, 1:].sum() == 0 and feeds["audio"][1, 0].tolist() == [5, 5]
+    assert feeds["vision"].shape == (2, 6, 3) and feeds["vision_lengths"].tolist() == [1, 6]
+    assert feeds["input_ids"].dtype == np.int64 and feeds["vision"].dtype == np.float32
+
+
+def test_load_refuses_other_features_and_modified_graphs(bundles: dict[str, Path], tmp_path: Path) -> None:
+    other = dict(tiny_feature_spec(), audio_dim=29)
+    with pytest.raises(ModelError, match="audio_dim: model 5 != agent 29"):
+        ModelBundle.load(bundles["sentiment"], other)
+    copy = tmp_path / "tampered"
+    copy.mkdir()
+    for path in bundles["sentiment"].iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="sha256"):
+        ModelBundle.load(copy, tiny_feature_spec())
+    with pytest.raises(ModelError, match="no card.json"):
+        ModelBundle.load(tmp_path, tiny_feature_spec())
+
+
+def test_load_logs_the_provider_that_runs(bundles: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.bundle")
+    bundle = ModelBundle.load(
+        bundles["sentiment"], tiny_feature_spec(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert bundle.providers[0] == "CPUExecutionProvider"  # no GPU here
+    assert bundle.graph_name == "fp32"
+    assert "runs on CPUExecutionProvider" in caplog.text
+
+
+async def _score_all(scorer: Scorer, streams: list[list[Features]]) -> list[list[tuple]]:
+    async def one_stream(items: list[Features]) -> list[tuple]:
+        return [await scorer.score(f) for f in items]
+
+    scorer.start()
+    try:
+        return list(await asyncio.gather(*(one_stream(items) for items in streams)))
+    finally:
+        await scorer.close()
+
+
+def _load(bundles: dict[str, Path], *names: str) -> list[ModelBundle]:
+    return [ModelBundle.load(bundles[n], tiny_feature_spec()) for n in names]
+
+
+async def test_32_concurrent_streams_score_exactly_as_one_at_a_time(bundles: dict[str, Path]) -> None:
+    streams = [[make_features(100 * s + k, stream=f"p{s}", seq=k) for k in range(3)] for s in range(32)]
+    loaded = _load(bundles, "sentiment", "depression")
+    batched = Scorer(loaded, ScoringSettings(max_batch=16, max_wait_ms=20))
+    got = await _score_all(batched, streams)
+    single = Scorer(loaded, ScoringSettings(max_batch=1, max_wait_ms=0))
+    want = await _score_all(single, [[f] for items in streams for f in items])
+    assert max(s.batch_size for s in batched.stats) > 1  # it really batched
+    assert max(s.batch_size for s in single.stats) == 1
+    flat_got = [scores for items in got for scores in items]
+    flat_want = [scores for (scores,) in want]
+    for got_scores, want_scores in zip(flat_got, flat_want, strict=True):
+        assert [t.task for t in got_scores] == ["sentiment", "depression"]
+        for g, w in zip(got_scores, want_scores, strict=True):
+            for field in ("m", "t", "a", "v"):
+                assert abs(getattr(g, field) - getattr(w, field)) <= 1e-5
+    depression = flat_got[0][1]
+    assert (depression.label_min, depression.label_max) == (0.0, 24.0)
+    assert depression.model_id == "tiny-depression-2"
+
+
+async def test_uninformed_vision_gets_the_cards_neutral_input(bundles: dict[str, Path]) -> None:
+    no_vision, with_vision = _load(bundles, "no_vision", "sentiment")  # same weights (seed 1)
+    base = make_features(7)
+    face = make_features(7, vision=np.full((12, VISION_DIM), 3.0, np.float32))
+    scorer = Scorer([no_vision, with_vision], ScoringSettings(max_batch=4, max_wait_ms=5))
+    (a,), (b,) = await _score_all(scorer, [[base], [face]])
+    assert a[0].m == pytest.approx(b[0].m, abs=1e-6)  # live vision never reaches the untrained branch
+    assert abs(a[1].m - b[1].m) > 1e-4  # while a model that was trained on vision does see it
+    neutral = make_features(7, vision=np.zeros((1, VISION_DIM), np.float32))
+    direct = with_vision.run(pad_batch([with_vision.prepare(neutral)]))["M"][0]
+    assert a[0].m == pytest.approx(float(direct), abs=1e-6)
+
+
+async def test_zero_wait_still_batches_windows_that_are_already_queued(bundles: dict[str, Path]) -> None:
+    scorer = Scorer(_load(bundles, "sentiment"), ScoringSettings(max_batch=8, max_wait_ms=0))
+    results = await _score_all(scorer, [[make_features(i)] for i in range(8)])
+    assert [len(scores) for (scores,) in results] == [1] * 8
+    assert max(s.batch_size for s in scorer.stats) > 1
+    assert sum(s.batch_size for s in scorer.stats) == 8
+
+
+async def test_a_bad_window_fails_alone(bundles: dict[str, Path]) -> None:
+    scorer = Scorer(_load(bundles, "sentiment"), ScoringSettings(max_batch=8, max_wait_ms=50))
+    scorer.start()
+    try:
+        good = asyncio.ensure_future(scorer.score(make_features(1)))
+        bad = asyncio.ensure_future(scorer.score(make_features(2, audio_dim=7)))
+        await asyncio.wait([good, bad])
+    finally:
+        await scorer.close()
+    assert len(good.result()) == 1
+    with pytest.raises(ModelError, match=r"audio features must be \[frames, 5\]"):
+        bad.result()
+    assert scorer.stats[0].batch_size == 2
+
+
+async def test_close_fails_waiting_windows(bundles: dict[str, Path]) -> None:
+    scorer = Scorer(_load(bundles, "sentiment"), ScoringSettings(max_batch=64, max_wait_ms=10_000))
+    scorer.start()
+    pending = asyncio.ensure_future(scorer.score(make_features(3)))
+    await asyncio.sleep(0.05)
+    await scorer.close()
+    with pytest.raises(ModelError):
+        await pending
