@@ -1,0 +1,198 @@
+"""The one place that knows the stage order: media → windows → speech → features → scoring → publish.
+
+Each stream runs two tasks joined by a bounded queue: the windower (cheap, keeps up with media time) and the
+analyser (Whisper, features, the shared micro-batched scorer, publishing). Live streams shed windows when the
+analyser falls behind — a shed window is still published, marked as shed — while replay applies backpressure
+instead so that it stays deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from agent import metrics
+from agent.scoring import Scorer
+from agent.settings import WindowSettings
+from agent.speech import SpeechRecognizer
+from agent.types import AudioChunk, Features, Score, StreamId, Transcript, VideoFrame, Window
+from agent.vad import VoiceActivityDetector
+from agent.windows import Windower
+from models.features import FeatureExtractor
+
+log = logging.getLogger(__name__)
+
+ScoreSink = Callable[[Score], Awaitable[None]]
+TranscriptSink = Callable[[Transcript], Awaitable[None]]
+
+
+@dataclass
+class Services:
+    """Process-wide components shared by every stream (one model of each kind per process)."""
+
+    window_settings: WindowSettings
+    vad: VoiceActivityDetector  # shared; each stream's windower works on its own vad.new_stream()
+    recognizer: SpeechRecognizer
+    extractor: FeatureExtractor
+    scorer: Scorer
+    score_sinks: list[ScoreSink] = field(default_factory=list)
+    transcript_sinks: list[TranscriptSink] = field(default_factory=list)
+    queue_windows: int = 8
+
+
+@dataclass
+class StreamSummary:
+    stream: StreamId
+    windows: int = 0
+    scored: int = 0
+    shed: int = 0
+    failed: int = 0
+    media_end_s: float = 0.0
+
+
+class _WindowQueue:
+    """Windows waiting for analysis: at most `capacity` full windows; shed markers (no media) always fit."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: asyncio.Queue[Window | None] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(capacity)
+
+    @property
+    def full(self) -> bool:
+        return self._slots.locked()
+
+    async def put(self, window: Window) -> None:
+        if not window.shed:
+            await self._slots.acquire()  # backpressure when nobody sheds
+        self._items.put_nowait(window)
+        metrics.set_queue_depth("windows", self._items.qsize())
+
+    def close(self) -> None:
+        self._items.put_nowait(None)
+
+    async def get(self) -> Window | None:
+        return await self._items.get()
+
+    def done(self, window: Window) -> None:
+        if not window.shed:
+            self._slots.release()
+
+
+async def run_stream(
+    stream: StreamId,
+    media: AsyncIterator[AudioChunk | VideoFrame],
+    services: Services,
+    *,
+    shed_on_overload: bool = True,
+) -> StreamSummary:
+    """Analyse one stream to its end; returns what happened to its windows.
+
+    `media` yields audio chunks and video frames in media-time order, frames already sampled to vision_fps
+    (live ingest and replay both use `agent.ingest.FrameSampler` for that).
+    """
+    summary = StreamSummary(stream)
+    queue = _WindowQueue(services.queue_windows)
+    analyser = asyncio.create_task(_analyse(queue, services, summary), name=f"analyse:{stream.key}")
+    try:
+        await _cut_windows(stream, media, services, queue, summary, shed_on_overload)
+    finally:
+        queue.close()
+        await analyser
+    log.info(
+        "stream ended",
+        extra={"stream": stream.key, "windows": summary.windows, "scored": summary.scored,
+               "shed": summary.shed, "failed": summary.failed},
+    )
+    return summary
+
+
+async def _cut_windows(
+    stream: StreamId,
+    media: AsyncIterator[AudioChunk | VideoFrame],
+    services: Services,
+    queue: _WindowQueue,
+    summary: StreamSummary,
+    shed_on_overload: bool,
+) -> None:
+    windower = Windower(stream, services.window_settings, services.vad)
+    try:
+        async for item in media:
+            if isinstance(item, AudioChunk):
+                summary.media_end_s = max(summary.media_end_s, item.end_s)
+            for window in windower.push(item):
+                await _enqueue(window, queue, summary, shed_on_overload)
+    finally:
+        for window in windower.flush():
+            await _enqueue(window, queue, summary, shed_on_overload)
+
+
+async def _enqueue(
+    window: Window, queue: _WindowQueue, summary: StreamSummary, shed_on_overload: bool
+) -> None:
+    summary.windows += 1
+    metrics.WINDOW_CLOSED.labels(closed_by=window.closed_by).inc()
+    if shed_on_overload and queue.full:
+        # The analyser is behind: skip this window's analysis but still publish that it existed.
+        window = replace(window, shed=True, audio=window.audio[:0], frames=())
+    await queue.put(window)
+
+
+async def _analyse(queue: _WindowQueue, services: Services, summary: StreamSummary) -> None:
+    while (window := await queue.get()) is not None:
+        try:
+            score = await _analyse_window(window, services)
+        except Exception:
+            summary.failed += 1
+            metrics.WINDOWS_FAILED.inc()
+            log.exception("window analysis failed", extra={"stream": window.stream.key, "seq": window.seq})
+            continue
+        finally:
+            queue.done(window)
+        if window.shed:
+            summary.shed += 1
+        else:
+            summary.scored += 1
+        await _deliver(services.score_sinks, score, window)
+
+
+async def _analyse_window(window: Window, services: Services) -> Score:
+    latencies: dict[str, float] = {}
+    if window.shed:
+        metrics.WINDOWS_SHED.inc()
+        transcript = Transcript(window, "", (), "", 1.0, 0.0)
+        features = services.extractor.empty(transcript)
+        return Score(features, (), latencies)
+    started = time.perf_counter()
+    transcript = await services.recognizer.transcribe_async(window)
+    latencies["speech"] = _elapsed_ms(started)
+    metrics.observe_stage("speech", latencies["speech"] / 1000)
+    await _deliver(services.transcript_sinks, transcript, window)
+    started = time.perf_counter()
+    features: Features = await asyncio.to_thread(services.extractor.extract, transcript)
+    latencies["features"] = _elapsed_ms(started)
+    metrics.observe_stage("features", latencies["features"] / 1000)
+    started = time.perf_counter()
+    tasks = await services.scorer.score(features)
+    latencies["scoring"] = _elapsed_ms(started)
+    metrics.observe_stage("scoring", latencies["scoring"] / 1000)
+    metrics.WINDOWS_SCORED.inc()
+    return Score(features, tasks, latencies)
+
+
+async def _deliver(
+    sinks: list[ScoreSink] | list[TranscriptSink], item: Score | Transcript, window: Window
+) -> None:
+    """Hand `item` to every sink; one failing sink (a full spool, a closed feed) stops neither the others
+    nor the stream: its error is logged and the next window goes on."""
+    for sink in sinks:
+        try:
+            await sink(item)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("a sink refused window %d of %s", window.seq, window.stream.key)
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

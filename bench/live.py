@@ -1,0 +1,312 @@
+"""Live benchmark: N concurrent WebRTC streams through the full server to the broker, on this CPU.
+
+The agent (AgentServer + the shared runtime: Whisper, feature extractor, ONNX scorer, publisher) runs in this
+process against the embedded tansu broker; the WebRTC clients (`stream_file`, real time, loopback ICE) run in
+a child process, so the CPU and memory figures are the server's alone (the clients still share the cores).
+Every stream sends the CREMA-D recording (12.6 s, talking face, six takes of one sentence); windows are the
+default utterance windows. For 1, 4 and 8 concurrent streams it reports:
+
+- latency: from a window's close in media time to the broker's acknowledgement of its score message. A
+  stream's media clock is pinned where its audio reaches the server (origin = min over chunks of arrival
+  time - chunk end in media time), so "close" is origin + window.end_s; the utterance detector's pause
+  (windows.min_silence_s) and the frame hold (0.25 s) are part of it, network and jitter buffer are not;
+- real-time factor: the analysis stages' wall time (speech + features + scoring) per second of window media,
+  summed over windows; below 1 the analyser keeps up;
+- CPU per stream: server CPU seconds (all threads) per second of media per stream (1.0 = one core);
+- RSS per stream: (peak RSS during the run - RSS idle with models loaded) / streams;
+- shed windows (analysis skipped under overload; should be 0).
+Ratios compare each row with the 1-stream baseline measured in the same run. Writes bench/results/live.json.
+
+    .venv/bin/python bench/live.py [--streams 1 4 8] [--file PATH] [--beam-size 5] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.broker import EmbeddedBroker, free_port  # noqa: E402
+from agent.pipeline import run_stream  # noqa: E402
+from agent.server import AgentServer  # noqa: E402
+from agent.services import open_runtime  # noqa: E402
+from agent.sessions import IngestSession  # noqa: E402
+from agent.settings import Settings  # noqa: E402
+from agent.types import AudioChunk, Score, VideoFrame  # noqa: E402
+
+DEFAULT_FILE = REPO / ".." / "shared" / "data" / "av" / "derived" / "crema_d_1001_DFA_6emotions.mp4"
+RESULTS = REPO / "bench" / "results" / "live.json"
+# Seconds a client waits after its last packet before DELETE. The client's default (0.3 s) loses the tail of
+# every stream at 8 streams here: the server's decoders lag by more than its 2 s reader drain
+# (agent.sessions.READER_DRAIN_S). The benchmark measures latency and cost, so it lets the tail arrive.
+DRAIN_S = 4.0
+
+
+@dataclass
+class Run:
+    origin_s: dict[str, float] = field(default_factory=dict)  # stream key -> wall time of media time 0
+    latencies_s: list[float] = field(default_factory=list)
+    analysis_s: float = 0.0
+    window_media_s: float = 0.0
+    windows: int = 0
+    shed: int = 0
+    closed: dict[str, int] = field(default_factory=dict)  # session close reason -> sessions
+    audio_gap_s: float = 0.0  # silence ingest filled for lost/late packets, all streams
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)  # stage -> per-window wall ms
+
+
+class BenchServer(AgentServer):
+    """The agent's server, with each stream's media clock pinned to the wall clock as audio arrives."""
+
+    def __init__(self, settings: Settings, runtime: Any) -> None:
+        super().__init__(settings, runtime)
+        self.run = Run()
+
+    async def _on_session(self, session: IngestSession) -> None:
+        assert self.runtime is not None
+        media = self._clocked(session.stream.key, session.media())
+        summary = await run_stream(session.stream, media, self.runtime.services, shed_on_overload=True)
+        self.run.summaries.append(
+            {"windows": summary.windows, "scored": summary.scored, "failed": summary.failed,
+             "media_end_s": round(summary.media_end_s, 2)}
+        )  # fmt: skip
+        reason = str(session.closed)
+        self.run.closed[reason] = self.run.closed.get(reason, 0) + 1
+        self.run.audio_gap_s += session.stats().audio_gap_s
+
+    async def _clocked(
+        self, key: str, media: AsyncIterator[AudioChunk | VideoFrame]
+    ) -> AsyncIterator[AudioChunk | VideoFrame]:
+        async for item in media:
+            if isinstance(item, AudioChunk):
+                origin = time.monotonic() - item.end_s
+                self.run.origin_s[key] = min(self.run.origin_s.get(key, origin), origin)
+            yield item
+
+
+def _acked_sink(server: BenchServer, publish: Any):  # type: ignore[no-untyped-def]
+    async def sink(score: Score) -> None:
+        await publish(score)  # returns once the broker acknowledged (or the spool took it)
+        run, window = server.run, score.window
+        run.windows += 1
+        if window.shed:
+            run.shed += 1
+            return
+        run.latencies_s.append(time.monotonic() - (run.origin_s[window.stream.key] + window.end_s))
+        for stage in ("speech", "features", "scoring"):
+            run.stage_ms.setdefault(stage, []).append(score.latencies_ms.get(stage, 0.0))
+        run.analysis_s += sum(score.latencies_ms.get(k, 0.0) for k in ("speech", "features", "scoring")) / 1000
+        run.window_media_s += window.duration_s
+
+    return sink
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def _peak_rss(stop: asyncio.Event) -> float:
+    peak = rss_mb()
+    while not stop.is_set():
+        peak = max(peak, rss_mb())
+        await asyncio.sleep(0.2)
+    return peak
+
+
+async def measure(server: BenchServer, base: str, token: str, path: Path, streams: int) -> dict[str, Any]:
+    server.run = Run()
+    idle_rss, cpu_before, started = rss_mb(), cpu_s(), time.monotonic()
+    stop = asyncio.Event()
+    peak_task = asyncio.create_task(_peak_rss(stop))
+    clients = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--clients", str(streams), "--url", f"{base}/whip", "--file", str(path),
+        env=dict(os.environ, BENCH_TOKEN=token), stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await clients.communicate()
+    sent = json.loads(out.decode().strip().splitlines()[-1])
+    while server.whip.active_sessions:  # noqa: ASYNC110 - sessions end once their last window is published
+        await asyncio.sleep(0.05)
+    stop.set()
+    peak = await peak_task
+    wall_s, cpu = time.monotonic() - started, cpu_s() - cpu_before
+    run = server.run
+    media_s = sum(sent["audio_s"])
+    latencies = np.array(run.latencies_s) if run.latencies_s else np.array([np.nan])
+    return {
+        "streams": streams,
+        "windows": run.windows,
+        "shed": run.shed,
+        "latency_p50_s": float(np.percentile(latencies, 50)),
+        "latency_p95_s": float(np.percentile(latencies, 95)),
+        "latency_max_s": float(latencies.max()),
+        "rtf": run.analysis_s / run.window_media_s if run.window_media_s else float("nan"),
+        "cpu_per_stream": cpu / media_s if media_s else float("nan"),
+        "rss_per_stream_mb": (peak - idle_rss) / streams,
+        "rss_idle_mb": idle_rss,
+        "media_s_per_stream": media_s / streams,
+        "wall_s": wall_s,
+        "sessions_closed": run.closed,
+        "audio_gap_s": run.audio_gap_s,
+        "per_stream": run.summaries,
+        "audio_received_ratio": sum(x["media_end_s"] for x in run.summaries) / media_s if media_s else 0.0,
+        "stage_ms_p50": {stage: float(np.median(ms)) for stage, ms in run.stage_ms.items()},
+        "loadavg_1min_after": os.getloadavg()[0],
+    }
+
+
+def bench_settings(
+    bootstrap_servers: str, bundles: list[Path], spool_dir: Path, token: str, beam_size: int
+) -> Settings:
+    return Settings(
+        speech={"beam_size": beam_size},
+        kafka={"bootstrap_servers": bootstrap_servers},
+        publish={"spool_dir": spool_dir},
+        scoring={"bundles": bundles, "providers": ["CPUExecutionProvider"]},
+        ingest={"port": 0, "tokens": [token], "ice_loopback": "only", "max_sessions": 16},
+    )  # fmt: skip
+
+
+def find_bundles(workdir: Path) -> tuple[list[Path], str]:
+    """The default sentiment bundle (exported if its committed model exists); else a tiny random one."""
+    from models.default_model import DEFAULT_BUNDLE_DIR, DEFAULT_DIR, export_default_bundle
+
+    if (DEFAULT_BUNDLE_DIR / "card.json").is_file() or (DEFAULT_DIR / "heads.safetensors").is_file():
+        bundle, _ = export_default_bundle(DEFAULT_BUNDLE_DIR)
+        return [bundle], "default sentiment bundle (MiniLM text encoder)"
+    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "live"))
+    from live_support import export_tiny_live_bundle
+
+    bundle = export_tiny_live_bundle(workdir / "encoder", workdir / "bundle")
+    return [bundle], "tiny random test bundle (2-layer BERT): the default bundle was not available"
+
+
+async def bench(
+    path: Path, counts: list[int], bundles: list[Path], workdir: Path, beam_size: int
+) -> list[dict[str, Any]]:
+    token = secrets.token_urlsafe(12)
+    rows = []
+    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
+        settings = bench_settings(broker.bootstrap_servers, bundles, workdir / "spool", token, beam_size)
+        async with open_runtime(settings) as runtime:
+            server = BenchServer(settings, runtime)
+            publish = runtime.services.score_sinks[0]
+            runtime.services.score_sinks[0] = _acked_sink(server, publish)
+            base = await server.start()
+            try:
+                await measure(server, base, token, path, 1)  # warm-up: first-use costs are not latency
+                for count in counts:
+                    rows.append(await measure(server, base, token, path, count))
+                    row = rows[-1]
+                    print(
+                        f"  {count} stream(s): sessions {row['sessions_closed']}, audio gaps filled "
+                        f"{row['audio_gap_s']:.2f} s, load average {row['loadavg_1min_after']:.1f}",
+                        flush=True,
+                    )
+            finally:
+                await server.close()
+    return rows
+
+
+async def clients(count: int, url: str, path: Path) -> dict[str, Any]:
+    from agent.loopback import configure_loopback
+    from agent.stream_client import stream_file
+
+    configure_loopback("only")
+    token = os.environ["BENCH_TOKEN"]
+    run = secrets.token_hex(3)
+    results = await asyncio.gather(*(
+        stream_file(path, f"{url}?call_id=bench-{run}-{i}&participant_id=p1", token, drain_s=DRAIN_S)
+        for i in range(count)
+    ))  # fmt: skip
+    return {"audio_s": [r.audio_s for r in results]}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    base = rows[0]
+    lines = [
+        f"{'streams':>7}  {'windows':>7}  {'shed':>4}  {'p50 s':>6}  {'p95 s':>6}  {'max s':>6}  {'RTF':>5}  "
+        f"{'CPU/stream':>10}  {'RSS/stream MB':>13}  {'p50 x1':>6}  {'CPU x1':>6}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['streams']:>7}  {r['windows']:>7}  {r['shed']:>4}  {r['latency_p50_s']:6.2f}  "
+            f"{r['latency_p95_s']:6.2f}  {r['latency_max_s']:6.2f}  {r['rtf']:5.2f}  "
+            f"{r['cpu_per_stream']:10.2f}  "
+            f"{r['rss_per_stream_mb']:13.1f}  {r['latency_p50_s'] / base['latency_p50_s']:6.2f}  "
+            f"{r['cpu_per_stream'] / base['cpu_per_stream']:6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cores": os.cpu_count(), "gpu": None, "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
+    parser.add_argument("--beam-size", type=int, default=5, help="Whisper beam (speech.beam_size; default 5)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # internal: the client process
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.clients:
+        print(json.dumps(asyncio.run(clients(args.clients, args.url, args.file.resolve()))))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles, model = find_bundles(Path(tmp))
+        print(
+            f"live benchmark: {args.file.name}, streams {args.streams}, model: {model}, "
+            f"load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        rows = asyncio.run(bench(args.file.resolve(), args.streams, bundles, Path(tmp), args.beam_size))
+    host = machine()
+    host["loadavg_1min_at_end"] = os.getloadavg()[0]
+    print(f"\nmachine: {host['cores']}-core CPU ({host['cpu']}), no GPU; clients on the same cores")
+    print(table(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "live", "file": args.file.name, "model": model, "machine": host,
+        "windows": "utterance (default settings)", "baseline": "1 stream, same run",
+        "whisper_beam_size": args.beam_size, "rows": rows,
+    }, indent=2) + "\n")  # fmt: skip
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

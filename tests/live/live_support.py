@@ -1,0 +1,198 @@
+"""Helpers for the live end-to-end tests: settings, a tiny live bundle, reference runs, reading Kafka back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+from pydantic import SecretStr
+
+from agent.file_source import ReplaySource, file_media
+from agent.pipeline import Services, run_stream
+from agent.settings import Settings, WindowSettings
+from agent.types import Score, StreamId, Transcript
+
+TOKEN = "live-test-token"
+DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+CREMA = DATA / "av" / "derived" / "crema_d_1001_DFA_6emotions.mp4"  # 12.6 s, 6 takes of one sentence
+GRID = DATA / "av" / "derived" / "grid_11clips_concat.mp4"  # 33 s, 11 GRID sentences of 3 s
+GRID_CLIPS = DATA / "av" / "grid"
+
+# Scores: the same windows scored from the file decoded directly differ only through what the codecs lost:
+# Opus (lossy, ~32 kb/s speech, 48 kHz round trip) changes the acoustic descriptors and can change a Whisper
+# word; VP8 changes pixels and so face landmarks; window edges may move by a few ms of jitter-buffer timing.
+# The test checks that the inputs stay close (audio descriptors r >= 0.97, face descriptors r >= 0.99 per
+# window; measured 0.99 and 0.9996) while a few Whisper words may change. Such a perturbation may move a
+# window's multimodal score by at most 5 % of the label range (0.3 on a -3..3 sentiment scale), on average by
+# at most 2 %; a unimodal head, which sees one perturbed input alone, by at most 8 %. (Measured with the tiny
+# test model: max 0.06 %, mean 0.02 % of the range.)
+MAX_SCORE_DIFF = 0.05
+MEAN_SCORE_DIFF = 0.02
+MAX_HEAD_DIFF = 0.08
+
+
+def export_tiny_live_bundle(encoder_dir: Path, out_dir: Path) -> Path:
+    """A tiny random Self-MM on a tiny BERT, with the agent's real feature spec and dims (live-compatible)."""
+    import torch
+    from tiny_selfmm import make_tiny_encoder
+
+    from exporters.bundle import ExportRequest, export_bundle
+    from exporters.card import TaskInfo
+    from models.config import SelfMMConfig
+    from models.features import FeatureSpec
+    from models.selfmm import SelfMM
+    from models.tasks import make_task
+
+    make_tiny_encoder(encoder_dir)
+    spec = FeatureSpec.for_tokenizer(encoder_dir)
+    torch.manual_seed(0)
+    config = SelfMMConfig.preset(
+        "mosi", text_encoder_dir=encoder_dir, audio_dim=spec.audio_dim, vision_dim=spec.vision_dim
+    )
+    model = SelfMM(config).eval()
+    task = make_task("sentiment", "mosi")
+    export_bundle(model, ExportRequest(
+        out_dir=out_dir, model_id="tiny-live-sentiment", model_version="test",
+        task=TaskInfo(task.name, task.label_min, task.label_max), feature_spec=spec.to_dict(),
+        feature_source="live", text_encoder_dir=encoder_dir, text_max_length=spec.text_max_length,
+        audio_dim=spec.audio_dim, vision_dim=spec.vision_dim,
+        training={"data": "none (random weights, test only)"}, fp16=False, int8=False,
+    ))  # fmt: skip
+    return out_dir
+
+
+def live_settings(bootstrap_servers: str, bundle: Path, spool_dir: Path, **ingest: Any) -> Settings:
+    """Loopback-only WebRTC on a free port, own topics, transcripts on, the test bundle, utterance windows."""
+    prefix = f"live{uuid.uuid4().hex[:8]}"
+    ingest_options: dict[str, Any] = {
+        "port": 0, "tokens": [SecretStr(TOKEN)], "ice_loopback": "only", "ice_timeout_s": 10.0,
+        "media_timeout_s": 3.0, "max_sessions": 16, "queue_windows": 64,
+    }  # fmt: skip
+    ingest_options.update(ingest)
+    return Settings(
+        kafka={"bootstrap_servers": bootstrap_servers, "request_timeout_ms": 2000,
+               "topics": {"scores": f"{prefix}.scores", "transcripts": f"{prefix}.transcripts",
+                          "alerts": f"{prefix}.alerts", "partitions": 3}},
+        publish={"spool_dir": spool_dir, "transcripts_enabled": True, "delivery_timeout_s": 5.0,
+                 "retry_backoff_ms": 100},
+        scoring={"bundles": [bundle], "providers": ["CPUExecutionProvider"]},
+        ingest=ingest_options,
+        windows={"mode": "utterance"},
+    )  # fmt: skip
+
+
+def whip_url(base: str, call_id: str, participant_id: str = "p1", role: str = "patient") -> str:
+    return f"{base}/whip?call_id={call_id}&participant_id={participant_id}&role={role}"
+
+
+@dataclass
+class Collected:
+    scores: list[Score]
+    transcripts: list[Transcript]
+
+
+def services_with(services: Services, windows: WindowSettings, collect: Collected | None = None) -> Services:
+    """The same models with other window settings and sinks of their own (one process, one model each)."""
+    sinks = [] if collect is None else [_append(collect.scores)]
+    transcript_sinks = [] if collect is None else [_append(collect.transcripts)]
+    return replace(services, window_settings=windows, score_sinks=sinks, transcript_sinks=transcript_sinks)
+
+
+def _append(target: list[Any]):  # type: ignore[no-untyped-def]
+    async def sink(item: Any) -> None:
+        target.append(item)
+
+    return sink
+
+
+async def reference_run(path: Path, services: Services, windows: WindowSettings, vision_fps: float) -> Collected:
+    """The file decoded directly (no WebRTC) through the very same pipeline, without shedding."""
+    collected = Collected([], [])
+    stream = StreamId("reference", path.stem[:100])
+    media = file_media(ReplaySource(stream, path), vision_fps, pace="fast")
+    await run_stream(stream, media, services_with(services, windows, collected), shed_on_overload=False)
+    collected.scores.sort(key=lambda s: s.window.seq)
+    collected.transcripts.sort(key=lambda t: t.window.seq)
+    return collected
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: str
+    message: dict[str, Any]
+
+
+def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0, quiet_s: float = 1.0) -> list[Record]:
+    """Every record of `topic` from the beginning, in offset order per partition (no consumer group)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                             request_timeout_ms=3000)  # fmt: skip
+    out: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (parts := consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                return out
+            time.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=100).items():
+                for r in records:
+                    out.append(Record(tp.partition, r.offset, r.key.decode(), json.loads(r.value)))
+                    last_new = time.monotonic()
+            caught_up = all(consumer.position(tp) >= end[tp] for tp in tps)
+            if caught_up and time.monotonic() - last_new >= quiet_s:
+                break
+    finally:
+        consumer.close(autocommit=False)
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+def by_stream(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
+    """Messages per stream key in arrival (offset) order; one key lives on one partition."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        out.setdefault(record.key, []).append(record.message)
+    return out
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def words(text: str) -> list[str]:
+    from agent.text_norm import normalize
+
+    return _WORD.findall(normalize(text).lower())
+
+
+def wer(reference: list[str], hypothesis: list[str]) -> float:
+    """Word error rate: word-level Levenshtein distance / reference length."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref_word in enumerate(reference, 1):
+        current = [i]
+        for j, hyp_word in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
+        previous = current
+    return previous[-1] / max(1, len(reference))
+
+
+async def wait_for(predicate, timeout_s: float = 10.0, step_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step_s)
+    return bool(predicate())
