@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from agent.broker import EmbeddedBroker, free_port
 from agent.sample_call import ensure_sample_call
@@ -29,7 +30,7 @@ def demo_settings(settings: Settings, bootstrap_servers: str) -> Settings:
         update={
             "kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers}),
             "ingest": settings.ingest.model_copy(
-                update={"port": 0, "tokens": [secrets.token_urlsafe(16)], "ice_loopback": "only"}
+                update={"port": 0, "tokens": [SecretStr(secrets.token_urlsafe(16))], "ice_loopback": "only"}
             ),
             "publish": settings.publish.model_copy(update={"spool_dir": DEMO_DIR / "spool"}),
         }

@@ -1,0 +1,253 @@
+"""Scores vs labelled segments: matching, per-segment predictions, MMSA metrics, latency statistics (sans-IO).
+
+Matching rule (documented in the report too):
+1. A scored window belongs to the labelled file whose name its stream's `call_id` gives (replay names streams
+   after their source file, see `agent.file_source.call_id_for`). Shed windows carry no score and are ignored.
+2. Among that file's segments, the window is matched to the one it overlaps most in media time, provided the
+   overlap is at least `MIN_OVERLAP_FRACTION` (50 %) of the window's duration; otherwise it is unmatched.
+3. A segment's prediction is the mean of its matched windows' outputs, each weighted by the seconds it
+   overlaps the segment (a duration-weighted mean). Segments with no matched window get no prediction and are
+   left out of the metrics (they are counted and listed).
+Metrics are `models.metrics.task_metrics` on (prediction, label) per segment: MMSA's regression metrics for
+sentiment (MOSI/MOSEI-style on a -3..3 scale, SIMS-style on -1..1), PHQ-8 metrics for depression.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ConfigError
+from agent.file_source import call_id_candidates
+from models.metrics import task_metrics
+
+MIN_OVERLAP_FRACTION = 0.5
+MATCHING_RULE = (
+    "each scored window is matched to the labelled segment of the same file (stream call_id = file name) "
+    f"that it overlaps most, if the overlap is at least {MIN_OVERLAP_FRACTION:.0%} of the window; "
+    "a segment's prediction is the overlap-duration-weighted mean of its matched windows' outputs; "
+    "segments without a matched window are left out of the metrics"
+)
+HEADS = ("m", "t", "a", "v")
+LABEL_COLUMNS = {"m": "label", "t": "label_T", "a": "label_A", "v": "label_V"}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSegment:
+    line: int  # in the CSV (header = 1)
+    file: str
+    start_s: float
+    end_s: float  # inf = to the end of the file
+    labels: dict[str, float]  # head (m, t, a, v) -> label; m always present
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScore:
+    stream_key: str
+    call_id: str
+    seq: int
+    start_s: float
+    end_s: float
+    outputs: dict[str, float]  # head -> value (m always; t, a, v when the model gives them)
+    task: str
+    label_min: float
+    label_max: float
+    latencies_ms: dict[str, float]
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentResult:
+    segment: LabelSegment
+    windows: tuple[tuple[WindowScore, float], ...]  # matched windows with their overlap, s
+    predictions: dict[str, float]  # head -> duration-weighted mean (empty when no window matched)
+
+
+def read_labels(path: Path) -> list[LabelSegment]:
+    """Labels CSV: file, start_s, end_s (empty = to the end), label[, label_T, label_A, label_V]."""
+    if not path.is_file():
+        raise ConfigError(f"labels file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("file", "start_s", "end_s", "label") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{path}: labels CSV lacks column(s) {', '.join(missing)}")
+        segments = [_segment(row, line, path) for line, row in enumerate(reader, start=2)]
+    if not segments:
+        raise ConfigError(f"{path}: no labelled segments")
+    return segments
+
+
+def _segment(row: dict[str, str], line: int, path: Path) -> LabelSegment:
+    def number(column: str, *, required: bool) -> float | None:
+        text = (row.get(column) or "").strip()
+        if not text:
+            if required:
+                raise ConfigError(f"{path}:{line}: {column} is empty")
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{path}:{line}: {column} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}:{line}: {column} must be finite")
+        return value
+
+    file = (row.get("file") or "").strip()
+    if not file:
+        raise ConfigError(f"{path}:{line}: file is empty")
+    start_s = number("start_s", required=True)
+    end_s = number("end_s", required=False)
+    assert start_s is not None
+    if end_s is not None and end_s <= start_s:
+        raise ConfigError(f"{path}:{line}: end_s ({end_s}) must be after start_s ({start_s})")
+    labels = {h: v for h, c in LABEL_COLUMNS.items() if (v := number(c, required=h == "m")) is not None}
+    return LabelSegment(line, file, start_s, end_s if end_s is not None else math.inf, labels)
+
+
+def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None = None) -> list[WindowScore]:
+    """Scored windows of affect.scores messages (one task), deduplicated by (stream key, seq), in order."""
+    found: dict[tuple[str, int], WindowScore] = {}
+    for message in messages:
+        if message.get("shed") or not message.get("scores"):
+            continue
+        chosen = [s for s in message["scores"] if task is None or s["task"] == task]
+        if not chosen:
+            continue
+        score = chosen[0]
+        outputs = {h: float(score[h]) for h in HEADS if score.get(h) is not None}
+        stream = message["stream"]
+        key = (stream["key"], int(message["seq"]))
+        found[key] = WindowScore(
+            stream["key"], stream["call_id"], int(message["seq"]), float(message["start_s"]),
+            float(message["end_s"]), outputs, score["task"], float(score["label_min"]),
+            float(score["label_max"]),
+            {k: float(v) for k, v in message.get("latencies_ms", {}).items()},
+        )  # fmt: skip
+    tasks = {w.task for w in found.values()}
+    if task is None and len(tasks) > 1:
+        names = ", ".join(sorted(tasks))
+        raise ConfigError(f"the scores hold several tasks ({names}): choose one with --task")
+    return sorted(found.values(), key=lambda w: (w.stream_key, w.seq))
+
+
+def overlap_s(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    return max(0.0, min(a_end, b_end) - max(a_start, b_start))
+
+
+def match(windows: list[WindowScore], segments: list[LabelSegment]) -> list[SegmentResult]:
+    """Apply the matching rule; one result per segment, in label order."""
+    by_call: dict[str, list[int]] = {}
+    for index, segment in enumerate(segments):
+        for call_id in call_id_candidates(segment.file):
+            by_call.setdefault(call_id, []).append(index)
+    matched: dict[int, list[tuple[WindowScore, float]]] = {i: [] for i in range(len(segments))}
+    for window in windows:
+        overlaps = [
+            (overlap_s(window.start_s, window.end_s, segments[i].start_s, segments[i].end_s), i)
+            for i in by_call.get(window.call_id, [])
+        ]
+        if not overlaps or window.duration_s <= 0:
+            continue
+        overlap, best = max(overlaps, key=lambda pair: pair[0])  # ties: the first segment in label order
+        if overlap >= MIN_OVERLAP_FRACTION * window.duration_s:
+            matched[best].append((window, overlap))
+    return [SegmentResult(seg, tuple(matched[i]), _weighted(matched[i])) for i, seg in enumerate(segments)]
+
+
+def _weighted(pairs: list[tuple[WindowScore, float]]) -> dict[str, float]:
+    if not pairs:
+        return {}
+    heads = set.intersection(*(set(w.outputs) for w, _ in pairs))
+    total = sum(overlap for _, overlap in pairs)
+    return {h: sum(w.outputs[h] * overlap for w, overlap in pairs) / total for h in HEADS if h in heads}
+
+
+def default_dataset(windows: list[WindowScore]) -> str:
+    """MMSA metric flavour from the model's label range: SIMS-style on -1..1, else MOSI-style."""
+    if windows and windows[0].label_min >= -1.0 and windows[0].label_max <= 1.0:
+        return "sims"
+    return "mosi"
+
+
+def segment_metrics(results: list[SegmentResult], *, task: str, dataset: str) -> dict[str, dict[str, float]]:
+    """Metrics per head (m = multimodal, t/a/v = unimodal against label_T/A/V) over matched segments."""
+    out: dict[str, dict[str, float]] = {}
+    for head in HEADS:
+        pairs = [(r.predictions[head], r.segment.labels[head]) for r in results
+                 if head in r.predictions and head in r.segment.labels]
+        if pairs:
+            pred, true = zip(*pairs, strict=True)
+            out[head] = task_metrics(np.array(pred), np.array(true), task=task, dataset=dataset)
+    return out
+
+
+def latency_stats(windows: list[WindowScore]) -> dict[str, dict[str, float]]:
+    """p50, p95, max and mean per pipeline stage and for their sum ("total"), milliseconds."""
+    per_stage: dict[str, list[float]] = {}
+    for window in windows:
+        for stage, ms in window.latencies_ms.items():
+            per_stage.setdefault(stage, []).append(ms)
+        per_stage.setdefault("total", []).append(sum(window.latencies_ms.values()))
+    return {stage: _stats(values) for stage, values in per_stage.items()}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": round(float(np.percentile(array, 50)), 3),
+        "p95": round(float(np.percentile(array, 95)), 3),
+        "max": round(float(array.max()), 3),
+        "mean": round(float(array.mean()), 3),
+        "n": len(values),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One run's scores judged against the labels."""
+
+    name: str
+    windows: list[WindowScore]
+    results: list[SegmentResult]
+    task: str
+    dataset: str
+    metrics: dict[str, dict[str, float]]  # head -> metric -> value
+    latency_ms: dict[str, dict[str, float]]
+
+    @property
+    def matched_windows(self) -> int:
+        return sum(len(r.windows) for r in self.results)
+
+    @property
+    def matched_segments(self) -> int:
+        return sum(1 for r in self.results if r.predictions)
+
+
+def evaluate(
+    messages: Iterable[dict[str, Any]], segments: list[LabelSegment], *, name: str = "run",
+    task: str | None = None, dataset: str | None = None,
+) -> Evaluation:
+    """Match, predict per segment, and compute the task's metrics; ConfigError when nothing matches."""
+    windows = windows_from_messages(messages, task)
+    if not windows:
+        raise ConfigError(f"{name}: no scored windows" + (f" for task {task!r}" if task else ""))
+    task_name = windows[0].task
+    results = match(windows, segments)
+    if not any(r.predictions for r in results):
+        files = ", ".join(sorted({s.file for s in segments}))
+        streams = ", ".join(sorted({w.call_id for w in windows}))
+        raise ConfigError(f"{name}: no window matches a labelled segment (labels name {files}; scores have "
+                          f"streams {streams})")
+    flavour = dataset or default_dataset(windows)
+    metrics = segment_metrics(results, task=task_name, dataset=flavour)
+    return Evaluation(name, windows, results, task_name, flavour, metrics, latency_stats(windows))

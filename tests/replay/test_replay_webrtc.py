@@ -1,0 +1,65 @@
+"""Replay through the real WHIP ingest and WebRTC client vs direct replay of the same recording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import pytest
+from replay_testing import GRID_CONCAT
+
+from agent.commands.evaluate import run_evaluate
+from agent.commands.replay import run_replay
+from agent.settings import Settings
+from agent.text_norm import normalize
+
+pytestmark = pytest.mark.integration  # real aiortc peers, Whisper, ONNX Runtime; WebRTC runs in real time
+
+TOLERANCE_S = 0.04
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return sorted((json.loads(line) for line in path.read_text("utf-8").splitlines()), key=lambda m: m["seq"])
+
+
+def wer(reference: str, transcripts: list[dict[str, Any]]) -> float:
+    hypothesis = normalize(" ".join(m["text"] for m in transcripts))
+    return float(jiwer.wer(normalize(reference), hypothesis))
+
+
+def test_webrtc_and_direct_replay_give_the_same_windows_and_wer(
+    replay_settings: Settings, shared_data: Path, manifest: list[dict[str, str]], tmp_path: Path
+) -> None:
+    media = shared_data / GRID_CONCAT
+    for via in ("direct", "webrtc"):
+        summary = asyncio.run(run_replay(
+            [media], replay_settings, via=via, pace="realtime" if via == "webrtc" else "fast",
+            output=tmp_path / f"{via}.jsonl", transcripts=tmp_path / f"{via}.transcripts.jsonl",
+            publish=False, progress=False,
+        ))  # fmt: skip
+        assert summary.ok, summary.table()
+    direct, webrtc = read_lines(tmp_path / "direct.jsonl"), read_lines(tmp_path / "webrtc.jsonl")
+    assert len(direct) >= 10  # eleven sentences with pauses between them
+    assert [m["seq"] for m in webrtc] == [m["seq"] for m in direct]
+    for a, b in zip(direct, webrtc, strict=True):
+        assert abs(a["start_s"] - b["start_s"]) <= TOLERANCE_S and abs(a["end_s"] - b["end_s"]) <= TOLERANCE_S
+        assert a["stream"] == b["stream"]
+
+    (row,) = [r for r in manifest if r["path"] == GRID_CONCAT.as_posix()]
+    reference = row["transcript"].replace("|", " ")
+    wer_direct = wer(reference, read_lines(tmp_path / "direct.transcripts.jsonl"))
+    wer_webrtc = wer(reference, read_lines(tmp_path / "webrtc.transcripts.jsonl"))
+    assert wer_direct < 0.3
+    assert wer_webrtc <= 1.2 * wer_direct + 1e-9, (wer_direct, wer_webrtc)
+
+    labels = tmp_path / "labels.csv"  # GRID has no affect labels: neutral 3 s segments, for the comparison
+    rows = [f"{GRID_CONCAT.as_posix()},{3.0 * i:.1f},{3.0 * i + 3.0:.1f},0" for i in range(11)]
+    labels.write_text("file,start_s,end_s,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    report = run_evaluate(labels, tmp_path / "report", scores=tmp_path / "direct.jsonl",
+                          compare=tmp_path / "webrtc.jsonl")
+    diff = report["compare"]["windows"]
+    assert diff["aligned"] == len(direct) and diff["moved_windows"] == 0 and not diff["only_a"]
+    assert "## Compare: direct vs webrtc" in (tmp_path / "report" / "report.md").read_text("utf-8")
