@@ -1,0 +1,268 @@
+"""Benchmark: the default sentiment bundle vs VADER on the held-out test split of the rated corpus.
+
+Table: corpus x {VADER (gold text), ours text, ours spoken} Pearson r against the human ratings.
+- ours text: gold sentence + its espeak-ng speech (training voices) → FeatureExtractor → ONNX bundle
+- ours spoken: a fixed seeded sample per corpus, spoken by held-out espeak-ng voices, through the real
+  pipeline pieces: agent.windows (utterance mode, Silero VAD) → agent.speech (Whisper tiny.en) →
+  models.features → agent.scoring (ONNX Runtime); a sentence's score is the duration-weighted mean of its
+  windows. Acc-2 and pos/neg ranking accuracy are reported for the held-out voices.
+- neutral readings: LJ Speech / LibriVox / JFK files from ../shared/data through the same pipeline.
+VADER is measured in the same run on the same sentences. Writes bench/results/default_model.json.
+
+    .venv/bin/python bench/default_model.py [--per-corpus 500] [--bundle DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import AffectstreamError
+from agent.media import decode_file
+from agent.scoring import ModelBundle, Scorer
+from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
+from agent.speech import SpeechRecognizer
+from agent.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId
+from agent.vad import SileroVad
+from agent.windows import Windower
+from models.corpus_vader import (
+    CORPORA,
+    DEFAULT_SEED,
+    RatedSentence,
+    load_corpus,
+    sample_per_corpus,
+    split_corpus,
+)
+from models.default_build import non0_acc2, pearson, vader_scores
+from models.default_dataset import MAX_SPEECH_S, transcript_of, window_of
+from models.default_model import DEFAULT_BUNDLE_DIR
+from models.features import FeatureExtractor, FeatureSpec
+from models.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
+
+log = logging.getLogger("bench.default_model")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared" / "data"
+CHUNK_S = 0.02  # what WebRTC delivers
+PAD_S = 0.4  # silence around each synthetic sentence, so the VAD sees it start and end
+
+
+def ranking_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of (positive, negative) sentence pairs that the scores put in the right order."""
+    pos, neg = pred[true > 0], pred[true < 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+class Pipeline:
+    """The agent's pieces, loaded once: VAD, Whisper, feature extractor, scorer."""
+
+    def __init__(self, bundle_dir: Path) -> None:
+        card_spec = json.loads((bundle_dir / "card.json").read_text())["feature_spec"]
+        self.spec = FeatureSpec.from_dict(card_spec)
+        self.extractor = FeatureExtractor(self.spec, bundle_dir, use_vision=False)
+        self.bundle = ModelBundle.load(bundle_dir, self.spec.to_dict(), providers=["CPUExecutionProvider"])
+        self.scorer = Scorer([self.bundle], ScoringSettings(max_batch=16, max_wait_ms=0.0))
+        self.vad = SileroVad()
+        self.speech = SpeechRecognizer(SpeechSettings())
+        self.windows = WindowSettings()
+
+    async def score(self, features: Features) -> float:
+        return (await self.scorer.score(features))[0].m
+
+    async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
+        """Duration-weighted mean M over the windows with words; (score, windows, texts)."""
+        windower = Windower(StreamId("bench", name), self.windows, self.vad)
+        windows = [w for item in items for w in windower.push(item)] + windower.flush()
+        total, weight, texts = 0.0, 0.0, []
+        for window in windows:
+            transcript = await asyncio.to_thread(self.speech.transcribe, window)
+            if not transcript.text.strip():
+                continue
+            texts.append(transcript.text)
+            features = await asyncio.to_thread(self.extractor.extract, transcript)
+            total += await self.score(features) * window.duration_s
+            weight += window.duration_s
+        return (total / weight if weight else None), len(windows), texts
+
+
+def chunks_of(audio: np.ndarray) -> list[AudioChunk]:
+    pad = np.zeros(int(PAD_S * SAMPLE_RATE_HZ), np.float32)
+    samples = np.concatenate([pad, audio, pad])
+    step = int(CHUNK_S * SAMPLE_RATE_HZ)
+    return [AudioChunk(i / SAMPLE_RATE_HZ, samples[i: i + step]) for i in range(0, len(samples), step)]
+
+
+def pickled_features(path: Path | None) -> dict[str, Features] | None:
+    """The build's own test-split features (the same extract() output), to skip re-synthesising them."""
+    if path is None or not path.is_file():
+        return None
+    from models.datasets import load_mmsa_pickle
+
+    split = load_mmsa_pickle(path, ("test",))["test"]
+    out = {}
+    for i, sample_id in enumerate(split.ids):
+        n_text = int(split.text_bert[i, 1].sum())
+        rows = split.text_bert[i, :, :n_text].astype(np.int64)
+        out[sample_id.replace("$_$", "/")] = Features(
+            transcript=None,  # type: ignore[arg-type]  # the scorer reads only the arrays
+            input_ids=rows[0], attention_mask=rows[1], token_type_ids=rows[2],
+            audio=split.audio[i, : split.audio_lengths[i]], vision=split.vision[i, : split.vision_lengths[i]],
+            speech_ratio=0.0, face_visible_ratio=0.0, latency_ms=0.0,
+        )
+    return out
+
+
+async def text_path(
+    pipe: Pipeline, sentences: list[RatedSentence], cached: dict[str, Features] | None
+) -> np.ndarray:
+    """Gold text + training-voice speech through the extractor (or the build's copy) and the ONNX scorer."""
+    out = []
+    for s in sentences:
+        features = cached.get(s.key) if cached else None
+        if features is None:
+            audio = synthesize(s.text, voice_for(s.key, TRAIN_VOICES))[: int(MAX_SPEECH_S * SAMPLE_RATE_HZ)]
+            features = pipe.extractor.extract(transcript_of(window_of(audio), s.text))
+        out.append(await pipe.score(features))
+    return np.asarray(out)
+
+
+async def spoken_path(pipe: Pipeline, sentences: list[RatedSentence]) -> tuple[np.ndarray, dict[str, int]]:
+    """Held-out voices → windows → Whisper → features → scorer; no words at all scores 0 (counted)."""
+    out, stats = [], {"windows": 0, "no_words": 0}
+    for i, s in enumerate(sentences):
+        audio = synthesize(s.text, voice_for(s.key, HELDOUT_VOICES))
+        score, n_windows, _ = await pipe.score_stream(f"s{i}", chunks_of(audio))
+        stats["windows"] += n_windows
+        if score is None:
+            stats["no_words"] += 1
+        out.append(0.0 if score is None else score)
+        if (i + 1) % 100 == 0:
+            log.info("spoken path: %d/%d sentences", i + 1, len(sentences))
+    return np.asarray(out), stats
+
+
+async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:
+    rows = []
+    with (SHARED / "manifest.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["kind"] != "speech":
+                continue
+            score, n_windows, _ = await pipe.score_stream(Path(row["path"]).stem[:60],
+                                                          decode_file(SHARED / row["path"]))
+            vader = float(vader_scores([row["transcript"]])[0])
+            rows.append({"path": row["path"], "windows": n_windows, "ours": score, "vader_compound": vader})
+    return rows
+
+
+def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[RatedSentence],
+                spoken_pred: np.ndarray) -> dict[str, Any]:
+    vader_all = vader_scores([s.text for s in test])
+    index = {s.key: i for i, s in enumerate(test)}
+    table: dict[str, Any] = {}
+    for corpus in CORPORA:
+        rows = [i for i, s in enumerate(test) if s.corpus == corpus]
+        y = np.asarray([test[i].label for i in rows])
+        srows = [j for j, s in enumerate(sample) if s.corpus == corpus]
+        sy = np.asarray([sample[j].label for j in srows])
+        sidx = [index[sample[j].key] for j in srows]
+        spoken = spoken_pred[srows]
+        entry = {
+            "n_test": len(rows), "vader_r": pearson(vader_all[rows], y),
+            "ours_text_r": pearson(text_pred[rows], y),
+            "n_spoken": len(srows), "ours_spoken_r": pearson(spoken, sy) if len(srows) > 2 else float("nan"),
+            "sample_vader_r": pearson(vader_all[sidx], sy) if len(srows) > 2 else float("nan"),
+            "sample_ours_text_r": pearson(text_pred[sidx], sy) if len(srows) > 2 else float("nan"),
+            "spoken_acc2": non0_acc2(spoken, sy) if len(srows) else float("nan"),
+            "sample_vader_acc2": non0_acc2(vader_all[sidx], sy) if len(srows) else float("nan"),
+            "spoken_pos_neg_ranking": ranking_accuracy(spoken, sy) if len(srows) else float("nan"),
+        }
+        entry["text_vs_vader_ratio"] = entry["ours_text_r"] / entry["vader_r"]
+        entry["spoken_vs_vader_ratio"] = entry["ours_spoken_r"] / entry["sample_vader_r"]
+        table[corpus] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+    return table
+
+
+def print_table(table: dict[str, Any]) -> None:
+    head = f"{'corpus':<14}{'n':>6}{'VADER r':>9}{'ours text':>11}{'n spk':>7}{'VADER r*':>10}"
+    head += f"{'spoken r':>10}"
+    print(head + f"{'Acc-2 spk':>11}{'rank spk':>10}")
+    for corpus, e in table.items():
+        print(f"{corpus:<14}{e['n_test']:>6}{e['vader_r']:>9.3f}{e['ours_text_r']:>11.3f}{e['n_spoken']:>7}"
+              f"{e['sample_vader_r']:>10.3f}{e['ours_spoken_r']:>10.3f}{e['spoken_acc2']:>11.3f}"
+              f"{e['spoken_pos_neg_ranking']:>10.3f}")
+    print("VADER r* = VADER on the spoken sample's gold text (the spoken column's baseline)")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    pipe = Pipeline(args.bundle)
+    pipe.scorer.start()
+    try:
+        test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]
+        if args.text_per_corpus:
+            test = sample_per_corpus(test, args.text_per_corpus, seed=args.seed)
+        sample = sample_per_corpus(test, args.per_corpus, seed=args.seed)
+        mark = time.perf_counter()
+        text_pred = await text_path(pipe, test, pickled_features(args.features_pickle))
+        text_s = time.perf_counter() - mark
+        mark = time.perf_counter()
+        spoken_pred, stats = await spoken_path(pipe, sample)
+        spoken_s = time.perf_counter() - mark
+        neutral = await neutral_readings(pipe) if SHARED.is_dir() else []
+    finally:
+        await pipe.scorer.close()
+    table = corpus_rows(test, text_pred, sample, spoken_pred)
+    return {
+        "bundle": str(args.bundle), "model_version": pipe.bundle.card.model_version, "device": "cpu",
+        "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
+        "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
+        "acc2_heldout_voices_all": round(non0_acc2(spoken_pred, np.asarray([s.label for s in sample])), 4),
+        "ranking_heldout_voices_all": round(
+            ranking_accuracy(spoken_pred, np.asarray([s.label for s in sample])), 4),
+        "neutral_readings": neutral,
+        "seconds": {"text_path": round(text_s, 1), "spoken_path": round(spoken_s, 1),
+                    "total": round(time.perf_counter() - started, 1)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundle", type=Path, default=ROOT / DEFAULT_BUNDLE_DIR)
+    parser.add_argument("--per-corpus", type=int, default=500, help="spoken sample per corpus (test split)")
+    parser.add_argument("--text-per-corpus", type=int, default=0, help="limit the text path (0 = all)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--features-pickle", type=Path,
+                        default=ROOT / ".affectstream" / "build" / "default-model" / "vader_espeak.pkl",
+                        help="reuse the build's test-split features when present (else synthesise them)")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".affectstream" / "cache" / "vader")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_model.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        result = asyncio.run(run(args))
+    except AffectstreamError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print_table(result["table"])
+    print(f"held-out voices: Acc-2 {result['acc2_heldout_voices_all']:.3f}, "
+          f"pos/neg ranking {result['ranking_heldout_voices_all']:.3f}")
+    for row in result["neutral_readings"]:
+        print(f"neutral {row['path']}: ours {row['ours']}, VADER compound {row['vader_compound']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

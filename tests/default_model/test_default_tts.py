@@ -1,0 +1,92 @@
+"""espeak-ng synthesis: real subprocess, real decode, voice sets, and the training sample it feeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.types import SAMPLE_RATE_HZ
+from models.corpus_vader import RatedSentence
+from models.features import FeatureExtractor, FeatureSpec, audio_features
+from models.tts import (
+    HELDOUT_VOICES,
+    TRAIN_VOICES,
+    TTSError,
+    Voice,
+    speakable,
+    synthesize,
+    synthesize_many,
+    voice_for,
+)
+
+SENTENCE = "Yay. Another good phone interview."
+
+
+def test_synthesize_gives_16k_mono_float32_speech() -> None:
+    audio = synthesize(SENTENCE, Voice("en-us", 165, 50))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    duration_s = len(audio) / SAMPLE_RATE_HZ
+    assert 1.0 < duration_s < 5.0  # six words at 165 wpm
+    assert 0.05 < float(np.abs(audio).max()) <= 1.0
+    assert float(np.sqrt(np.mean(audio**2))) > 0.01  # not silence
+
+
+def test_rate_pitch_and_voice_change_the_audio() -> None:
+    slow = synthesize(SENTENCE, Voice("en-us", 120, 50))
+    fast = synthesize(SENTENCE, Voice("en-us", 200, 50))
+    assert len(slow) > 1.3 * len(fast)
+    other = synthesize(SENTENCE, Voice("en-gb-x-rp+f4", 120, 50))
+    assert len(other) != len(slow) or not np.allclose(other, slow)
+
+
+def test_heldout_voices_share_nothing_with_training() -> None:
+    train_names = {v.name.split("+")[0] for v in TRAIN_VOICES} | {v.name.split("+")[1] for v in TRAIN_VOICES
+                                                                  if "+" in v.name}
+    for voice in HELDOUT_VOICES:
+        base, _, variant = voice.name.partition("+")
+        assert base not in train_names and variant not in train_names
+
+
+def test_voice_choice_is_fixed_per_sentence_and_spread() -> None:
+    keys = [f"tweets/{i}" for i in range(300)]
+    assert [voice_for(k, TRAIN_VOICES) for k in keys] == [voice_for(k, TRAIN_VOICES) for k in keys]
+    assert len({voice_for(k, TRAIN_VOICES).name for k in keys}) == len({v.name for v in TRAIN_VOICES})
+
+
+def test_unknown_voice_and_empty_text_are_clear_errors() -> None:
+    with pytest.raises(TTSError, match="bogusvoice"):
+        synthesize(SENTENCE, Voice("bogusvoice", 160, 50))
+    with pytest.raises(TTSError, match="empty"):
+        synthesize("   ", TRAIN_VOICES[0])
+
+
+def test_speakable_decodes_entities_and_a_leading_dash_is_text() -> None:
+    assert speakable("  We were 17 deep &amp;\n the love  ") == "We were 17 deep & the love"
+    audio = synthesize("-v is not an option here", TRAIN_VOICES[0])  # stdin, not argv
+    assert len(audio) > SAMPLE_RATE_HZ
+
+
+def test_many_in_order_with_a_post_step() -> None:
+    jobs = [(SENTENCE, TRAIN_VOICES[0]), ("No.", TRAIN_VOICES[0]), (SENTENCE, TRAIN_VOICES[0])]
+    frames = list(synthesize_many(jobs, workers=2, then=audio_features))
+    assert frames[0].shape == frames[2].shape and np.array_equal(frames[0], frames[2])
+    assert frames[1].shape[0] < frames[0].shape[0]
+
+
+def test_training_sample_uses_the_agent_extractor() -> None:
+    """A spoken training sentence equals what FeatureExtractor.extract gives for that window."""
+    from models.config import default_text_encoder_dir
+    from models.default_dataset import speak_and_extract, transcript_of, window_of
+
+    encoder = default_text_encoder_dir()
+    extractor = FeatureExtractor(FeatureSpec.for_tokenizer(Path(encoder)), Path(encoder), use_vision=False)
+    sentence = RatedSentence("tweets", "2", 1.9, SENTENCE)
+    spoken = speak_and_extract(sentence, extractor)
+    audio = synthesize(SENTENCE, spoken.voice)
+    again = extractor.extract(transcript_of(window_of(audio), SENTENCE))
+    assert np.array_equal(spoken.features.audio, again.audio)
+    assert np.array_equal(spoken.features.input_ids, again.input_ids)
+    assert spoken.features.vision.shape == (1, extractor.spec.vision_dim)
+    assert not spoken.features.vision.any()  # the explicit "no face" row
