@@ -18,7 +18,7 @@ from agent import metrics
 from agent.scoring import Scorer
 from agent.settings import WindowSettings
 from agent.speech import SpeechRecognizer
-from agent.types import AudioChunk, Features, Score, StreamId, Transcript, VideoFrame, Window
+from agent.types import AudioChunk, Score, StreamId, Transcript, VideoFrame, Window
 from agent.vad import VoiceActivityDetector
 from agent.windows import Windower
 from models.features import FeatureExtractor
@@ -162,16 +162,14 @@ async def _analyse_window(window: Window, services: Services) -> Score:
     latencies: dict[str, float] = {}
     if window.shed:
         metrics.WINDOWS_SHED.inc()
-        transcript = Transcript(window, "", (), "", 1.0, 0.0)
-        features = services.extractor.empty(transcript)
-        return Score(features, (), latencies)
+        return Score(services.extractor.empty(Transcript(window, "", (), "", 1.0, 0.0)), (), latencies)
     started = time.perf_counter()
     transcript = await services.recognizer.transcribe_async(window)
     latencies["speech"] = _elapsed_ms(started)
     metrics.observe_stage("speech", latencies["speech"] / 1000)
     await _deliver(services.transcript_sinks, transcript, window)
     started = time.perf_counter()
-    features: Features = await asyncio.to_thread(services.extractor.extract, transcript)
+    features = await asyncio.to_thread(services.extractor.extract, transcript)
     latencies["features"] = _elapsed_ms(started)
     metrics.observe_stage("features", latencies["features"] / 1000)
     started = time.perf_counter()

@@ -78,8 +78,8 @@ def write_call(path: Path, audio: np.ndarray) -> Path:
         sound = container.add_stream("aac", rate=SAMPLE_RATE_HZ)
         sound.layout = "mono"
         for index in range(int(duration_s * VIDEO_FPS)):
-            frame = av.VideoFrame.from_ndarray(_video_frame(index), format="rgb24")
-            container.mux(video.encode(frame))
+            picture = av.VideoFrame.from_ndarray(_video_frame(index), format="rgb24")
+            container.mux(video.encode(picture))
         container.mux(video.encode(None))
         step = 1024
         for start in range(0, len(audio), step):
