@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -53,11 +54,26 @@ class StreamSummary:
     media_end_s: float = 0.0
 
 
+class _ArrivalClock:
+    """When the audio up to a media time arrived (wall clock), for the ingest → window close latency."""
+
+    def __init__(self) -> None:
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)  # (chunk end_s, monotonic)
+
+    def note(self, chunk: AudioChunk) -> None:
+        self._arrivals.append((chunk.end_s, time.monotonic()))
+
+    def arrival_of(self, media_s: float) -> float:
+        while len(self._arrivals) > 1 and self._arrivals[0][0] < media_s - 1e-6:
+            self._arrivals.popleft()
+        return self._arrivals[0][1] if self._arrivals else time.monotonic()
+
+
 class _WindowQueue:
     """Windows waiting for analysis: at most `capacity` full windows; shed markers (no media) always fit."""
 
     def __init__(self, capacity: int) -> None:
-        self._items: asyncio.Queue[Window | None] = asyncio.Queue()
+        self._items: asyncio.Queue[tuple[Window, float] | None] = asyncio.Queue()
         self._slots = asyncio.Semaphore(capacity)
 
     @property
@@ -65,15 +81,16 @@ class _WindowQueue:
         return self._slots.locked()
 
     async def put(self, window: Window) -> None:
+        closed_at = time.monotonic()
         if not window.shed:
             await self._slots.acquire()  # backpressure when nobody sheds
-        self._items.put_nowait(window)
+        self._items.put_nowait((window, closed_at))
         metrics.set_queue_depth("windows", self._items.qsize())
 
     def close(self) -> None:
         self._items.put_nowait(None)
 
-    async def get(self) -> Window | None:
+    async def get(self) -> tuple[Window, float] | None:
         return await self._items.get()
 
     def done(self, window: Window) -> None:
@@ -118,11 +135,14 @@ async def _cut_windows(
     shed_on_overload: bool,
 ) -> None:
     windower = Windower(stream, services.window_settings, services.vad)
+    clock = _ArrivalClock()
     try:
         async for item in media:
             if isinstance(item, AudioChunk):
                 summary.media_end_s = max(summary.media_end_s, item.end_s)
+                clock.note(item)
             for window in windower.push(item):
+                metrics.observe_stage("window_close", time.monotonic() - clock.arrival_of(window.end_s))
                 await _enqueue(window, queue, summary, shed_on_overload)
     finally:
         for window in windower.flush():
@@ -141,7 +161,8 @@ async def _enqueue(
 
 
 async def _analyse(queue: _WindowQueue, services: Services, summary: StreamSummary) -> None:
-    while (window := await queue.get()) is not None:
+    while (item := await queue.get()) is not None:
+        window, closed_at = item
         try:
             score = await _analyse_window(window, services)
         except Exception:
@@ -156,6 +177,7 @@ async def _analyse(queue: _WindowQueue, services: Services, summary: StreamSumma
         else:
             summary.scored += 1
         await _deliver(services.score_sinks, score, window)
+        metrics.observe_stage("end_to_end", time.monotonic() - closed_at)  # window close → sinks done (ack)
 
 
 async def _analyse_window(window: Window, services: Services) -> Score:

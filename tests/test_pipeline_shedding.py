@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from agent import messages
+from agent import messages, metrics
 from agent.pipeline import Services, run_stream
 from agent.settings import WindowSettings
 from agent.types import SAMPLE_RATE_HZ, AudioChunk, Features, Score, StreamId, TaskScore, Transcript, Window
@@ -70,6 +70,19 @@ async def _run(shed_on_overload: bool) -> tuple[list[Score], int, int]:
     )
     summary = await run_stream(STREAM, _media(12), services, shed_on_overload=shed_on_overload)
     return published, summary.windows, summary.shed
+
+
+def _stage_count(stage: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("affectstream_stage_latency_seconds_count", {"stage": stage})
+    return value or 0.0
+
+
+async def test_window_close_and_end_to_end_latencies_are_recorded_per_window() -> None:
+    before = {stage: _stage_count(stage) for stage in ("window_close", "end_to_end")}
+    published, windows, _ = await _run(shed_on_overload=False)
+    # windows cut while media flows get a close latency; the flushed last one has no ingest moment left
+    assert _stage_count("window_close") - before["window_close"] >= windows - 1
+    assert _stage_count("end_to_end") - before["end_to_end"] == len(published) == windows
 
 
 @pytest.mark.parametrize("shed_on_overload", [True, False])
