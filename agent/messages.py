@@ -86,6 +86,8 @@ def stream_dict(stream: StreamId) -> dict[str, str]:
 def score_message(score: Score, *, replay: bool, produced_at: str | None = None) -> dict[str, Any]:
     """The affect.scores body of one window: scores, quality and latencies; no transcript text."""
     window = score.window
+    if window.shed:
+        return shed_message(window, replay=replay, produced_at=produced_at)
     features = score.features
     latencies_ms = {"speech": features.transcript.latency_ms, "features": features.latency_ms}
     latencies_ms.update(score.latencies_ms)

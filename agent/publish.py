@@ -27,7 +27,7 @@ from agent.messages import Envelope
 from agent.settings import KafkaSettings, PublishSettings
 from agent.spool import Spool
 from agent.topics import ensure_topics, topic_names
-from agent.types import Score, Transcript, Window
+from agent.types import Score, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,6 @@ class Publisher:
     async def publish_score(self, score: Score, *, replay: bool = False) -> Delivery:
         env = messages.envelope("scores", messages.score_message(score, replay=replay))
         return await self._submit(env)
-
-    async def publish_shed(self, window: Window, *, replay: bool = False) -> Delivery:
-        """A window shed under load is reported on affect.scores (`shed: true`, no scores), never dropped."""
-        return await self._submit(messages.envelope("scores", messages.shed_message(window, replay=replay)))
 
     async def publish_transcript(self, transcript: Transcript, *, replay: bool = False) -> Delivery | None:
         """Transcripts are health data: nothing happens unless publish.transcripts_enabled."""

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.bundle import ModelBundle
-from agent.errors import ModelError
 from agent.pipeline import Services
 from agent.publish import Publisher
 from agent.scoring import Scorer
@@ -116,5 +115,3 @@ def _transcript_publisher(publisher: Publisher, replay: bool):  # type: ignore[n
 
     return sink
 
-
-__all__ = ["ModelError", "Runtime", "load_bundles", "open_runtime"]
