@@ -23,7 +23,7 @@ from agent.errors import ModelError
 from agent.settings import ScoringSettings
 from agent.types import Features, TaskScore
 
-__all__ = ["BatchStats", "ModelBundle", "Scorer", "pad_batch", "split_scores"]
+__all__ = ["BatchStats", "ModelBundle", "Scorer", "length_runs", "pad_batch", "split_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,32 @@ def pad_batch(items: Sequence[ModelInputs]) -> dict[str, np.ndarray]:
         feeds[name] = padded  # float32 [B, T, D]
         feeds[f"{name}_lengths"] = np.array([f.shape[0] for f in frames], np.int64)  # int64 [B]
     return feeds
+
+
+def length_runs(text_lengths: Sequence[int], split_cost_tokens: int) -> list[list[int]]:
+    """Row indexes grouped into runs of similar text length, minimising Σ(split_cost + rows × longest).
+
+    The text encoder dominates a run's cost and pays for every padded token, so one 32-row batch of 6..22
+    tokens costs more than two or three runs cut at the right lengths; each run also has a fixed cost
+    (`split_cost_tokens`, measured by bench/scoring.py). 0 = a single run. Exact optimum over the sorted
+    lengths (n ≤ max_batch, so the O(n²) search is cheap).
+    """
+    order = sorted(range(len(text_lengths)), key=lambda i: text_lengths[i])
+    if split_cost_tokens <= 0 or len(order) < 2:
+        return [order] if order else []
+    lengths = [text_lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted rows
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            cost = best[start] + split_cost_tokens + (end - start) * lengths[end - 1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    runs, end = [], len(order)
+    while end:
+        runs.append(order[cut[end] : end])
+        end = cut[end]
+    return runs[::-1]
 
 
 def split_scores(bundle: ModelBundle, outputs: dict[str, np.ndarray], batch: int) -> list[list[TaskScore]]:
@@ -84,6 +110,7 @@ class BatchStats:
     batch_size: int
     queue_waits_ms: tuple[float, ...]  # per window: submitted -> its batch started running
     run_ms: float
+    runs: int = 1  # ONNX Runtime calls, over every bundle (a batch is split into runs of similar length)
 
 
 @dataclass(slots=True)
@@ -107,6 +134,7 @@ class Scorer:
         self._pending: set[asyncio.Future[tuple[TaskScore, ...]]] = set()
         self._closed = False
         self.stats: deque[BatchStats] = deque(maxlen=4096)
+        self._runs = 0  # ONNX Runtime calls made by the worker thread for the batch in flight
 
     @classmethod
     def from_settings(cls, settings: ScoringSettings, feature_spec: dict | None) -> Scorer:
@@ -200,7 +228,7 @@ class Scorer:
             error = exc if isinstance(exc, ModelError) else ModelError(f"scoring failed: {exc}")
             results = [error] * len(batch)
         waits_ms = tuple((started_s - r.submitted_s) * 1000 for r in batch)
-        self.stats.append(BatchStats(len(batch), waits_ms, (time.perf_counter() - started_s) * 1000))
+        self.stats.append(BatchStats(len(batch), waits_ms, (time.perf_counter() - started_s) * 1000, self._runs))
         for request, result in zip(batch, results, strict=True):
             if request.future.done():
                 continue
@@ -210,9 +238,11 @@ class Scorer:
                 request.future.set_result(result)
 
     def _score_batch(self, batch: list[_Request]) -> list[tuple[TaskScore, ...] | BaseException]:
-        """Worker thread: per bundle, prepare (a bad window fails alone), pad, run once, split."""
+        """Worker thread: per bundle, prepare (a bad window fails alone), pad, run (once per length run),
+        split."""
         scores: list[list[TaskScore]] = [[] for _ in batch]
         errors: dict[int, BaseException] = {}
+        self._runs = 0
         for bundle in self.bundles:
             prepared: list[tuple[int, ModelInputs]] = []
             for index, request in enumerate(batch):
@@ -224,8 +254,12 @@ class Scorer:
                     errors[index] = exc
             if not prepared:
                 continue
-            outputs = bundle.run(pad_batch([inputs for _, inputs in prepared]))
-            rows = split_scores(bundle, outputs, len(prepared))
-            for (index, _), row in zip(prepared, rows, strict=True):
-                scores[index].extend(row)
+            lengths = [len(inputs.input_ids) for _, inputs in prepared]
+            for run in length_runs(lengths, self.settings.split_cost_tokens):
+                part = [prepared[i] for i in run]
+                outputs = bundle.run(pad_batch([inputs for _, inputs in part]))
+                self._runs += 1
+                rows = split_scores(bundle, outputs, len(part))
+                for (index, _), row in zip(part, rows, strict=True):
+                    scores[index].extend(row)
         return [errors.get(i) or tuple(scores[i]) for i in range(len(batch))]

@@ -119,6 +119,9 @@ class ScoringSettings(BaseModel):
     # ONNX Runtime's idle intra-op threads busy-wait by default; on CPUs shared with Whisper and feature
     # extraction that steals cores, and its per-step LSTM sync then stalls (bench/scoring.py measures it).
     intra_op_spinning: bool = False
+    # A batch runs as several ONNX Runtime calls of similar text length when the padding saved outweighs a
+    # call's fixed cost, counted in tokens (bench/scoring.py); 0 = one call per batch, never split.
+    split_cost_tokens: int = Field(32, ge=0)
 
 
 class PublishSettings(BaseModel):

@@ -117,6 +117,7 @@ async def closed_loop(bundle: ModelBundle, streams: list[list[Features]], settin
         "seconds": elapsed_s,
         "windows_per_s": len(latencies_ms) / elapsed_s,
         "mean_batch": statistics.fmean(sizes),
+        "mean_runs_per_batch": statistics.fmean(s.runs for s in scorer.stats),
         "latency_ms": percentiles(latencies_ms),
     }
 
@@ -246,6 +247,7 @@ def main() -> None:
         "unbatched": ScoringSettings(max_batch=1, max_wait_ms=0),
         f"batched_wait_{args.max_wait_ms:g}ms": ScoringSettings(max_batch=args.streams, max_wait_ms=args.max_wait_ms),
         "batched_wait_0ms": ScoringSettings(max_batch=args.streams, max_wait_ms=0),
+        "batched_0ms_one_run": ScoringSettings(max_batch=args.streams, max_wait_ms=0, split_cost_tokens=0),
     }
     with tempfile.TemporaryDirectory() as tmp:
         path, spec, model = build_bundle(Path(tmp))
@@ -300,12 +302,13 @@ def print_table(r: dict) -> None:
         f"CPU x{m['cpus']} (load {m['load_avg_1m_before']:.1f} -> {m['load_avg_1m_after']:.1f}), "
         f"{w['streams']} streams, {w['windows']} windows, {m['provider']}"
     )
-    print(f"{'closed loop':<24}{'windows/s':>10}{'x unbatched':>13}{'mean batch':>12}{'p50 ms':>9}{'p95 ms':>9}")
+    print(f"{'closed loop':<24}{'windows/s':>10}{'x unbatched':>13}{'mean batch':>12}{'runs':>6}{'p50 ms':>9}"
+          f"{'p95 ms':>9}")
     for name, row in r["closed_loop"].items():
         ratio = r["throughput_ratio_vs_unbatched"][name]
         print(
             f"{name:<24}{row['windows_per_s']:>10.1f}{ratio:>12.2f}x{row['mean_batch']:>12.1f}"
-            f"{row['latency_ms']['p50']:>9.1f}{row['latency_ms']['p95']:>9.1f}"
+            f"{row['mean_runs_per_batch']:>6.1f}{row['latency_ms']['p50']:>9.1f}{row['latency_ms']['p95']:>9.1f}"
         )
     rate = r["paced"]["unbatched"]["rate_hz"]
     print(

@@ -12,7 +12,7 @@ from tiny_selfmm import AUDIO_DIM, VISION_DIM, export_tiny_bundle, make_tiny_enc
 
 from agent.bundle import ModelBundle, ModelInputs
 from agent.errors import ModelError
-from agent.scoring import Scorer, pad_batch
+from agent.scoring import Scorer, length_runs, pad_batch
 from agent.settings import ScoringSettings
 from agent.types import Features, StreamId, Transcript, Window
 from exporters.card import UninformedInput
@@ -127,18 +127,34 @@ async def _score_all(scorer: Scorer, streams: list[list[Features]]) -> list[list
         await scorer.close()
 
 
+def test_length_runs_cut_where_padding_costs_more_than_a_run() -> None:
+    lengths = [40, 5, 6, 41, 5, 39, 6, 40]
+    runs = length_runs(lengths, split_cost_tokens=32)
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))  # every row once
+    assert [sorted(lengths[i] for i in run) for run in runs] == [[5, 5, 6, 6], [39, 40, 40, 41]]
+    assert length_runs(lengths, split_cost_tokens=0) == [sorted(range(8), key=lambda i: lengths[i])]
+    assert len(length_runs(lengths, split_cost_tokens=10_000)) == 1  # a run costs more than any padding
+    assert length_runs([], 32) == [] and length_runs([7], 32) == [[0]]
+
+
 def _load(bundles: dict[str, Path], *names: str) -> list[ModelBundle]:
     return [ModelBundle.load(bundles[n], tiny_feature_spec()) for n in names]
 
 
-async def test_32_concurrent_streams_score_exactly_as_one_at_a_time(bundles: dict[str, Path]) -> None:
+@pytest.mark.parametrize("split_cost_tokens", [0, 8])
+async def test_32_concurrent_streams_score_exactly_as_one_at_a_time(
+    bundles: dict[str, Path], split_cost_tokens: int
+) -> None:
     streams = [[make_features(100 * s + k, stream=f"p{s}", seq=k) for k in range(3)] for s in range(32)]
     loaded = _load(bundles, "sentiment", "depression")
-    batched = Scorer(loaded, ScoringSettings(max_batch=16, max_wait_ms=20))
+    settings = ScoringSettings(max_batch=16, max_wait_ms=20, split_cost_tokens=split_cost_tokens)
+    batched = Scorer(loaded, settings)
     got = await _score_all(batched, streams)
     single = Scorer(loaded, ScoringSettings(max_batch=1, max_wait_ms=0))
     want = await _score_all(single, [[f] for items in streams for f in items])
     assert max(s.batch_size for s in batched.stats) > 1  # it really batched
+    runs_per_bundle = max(s.runs for s in batched.stats) / len(loaded)
+    assert runs_per_bundle == 1 if split_cost_tokens == 0 else runs_per_bundle > 1  # rows really reordered
     assert max(s.batch_size for s in single.stats) == 1
     flat_got = [scores for items in got for scores in items]
     flat_want = [scores for (scores,) in want]
