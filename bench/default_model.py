@@ -136,19 +136,34 @@ async def text_path(
     return np.asarray(out)
 
 
-async def spoken_path(pipe: Pipeline, sentences: list[RatedSentence]) -> tuple[np.ndarray, dict[str, int]]:
-    """Held-out voices → windows → Whisper → features → scorer; no words at all scores 0 (counted)."""
-    out, stats = [], {"windows": 0, "no_words": 0}
+async def spoken_path(
+    pipe: Pipeline, sentences: list[RatedSentence]
+) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """Held-out voices → windows → Whisper → features → scorer; no words at all scores 0 (counted).
+    Returns the scores, what Whisper heard per sentence, and counts."""
+    out, heard, stats = [], [], {"windows": 0, "no_words": 0}
     for i, s in enumerate(sentences):
         audio = synthesize(s.text, voice_for(s.key, HELDOUT_VOICES))
-        score, n_windows, _ = await pipe.score_stream(f"s{i}", chunks_of(audio))
+        score, n_windows, texts = await pipe.score_stream(f"s{i}", chunks_of(audio))
         stats["windows"] += n_windows
         if score is None:
             stats["no_words"] += 1
         out.append(0.0 if score is None else score)
+        heard.append(" ".join(texts))
         if (i + 1) % 100 == 0:
             log.info("spoken path: %d/%d sentences", i + 1, len(sentences))
-    return np.asarray(out), stats
+    return np.asarray(out), heard, stats
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER of Whisper on the spoken sample, both sides normalised as bench/asr.py does."""
+    import jiwer
+
+    from agent.text_norm import normalize
+
+    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(r, h) for r, h in pairs if r]
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:
@@ -165,7 +180,7 @@ async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:
 
 
 def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[RatedSentence],
-                spoken_pred: np.ndarray) -> dict[str, Any]:
+                spoken_pred: np.ndarray, heard: list[str]) -> dict[str, Any]:
     vader_all = vader_scores([s.text for s in test])
     index = {s.key: i for i, s in enumerate(test)}
     table: dict[str, Any] = {}
@@ -185,6 +200,8 @@ def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[R
             "spoken_acc2": non0_acc2(spoken, sy) if len(srows) else float("nan"),
             "sample_vader_acc2": non0_acc2(vader_all[sidx], sy) if len(srows) else float("nan"),
             "spoken_pos_neg_ranking": ranking_accuracy(spoken, sy) if len(srows) else float("nan"),
+            "spoken_wer": (word_error_rate([sample[j].text for j in srows], [heard[j] for j in srows])
+                           if len(srows) else float("nan")),
         }
         entry["text_vs_vader_ratio"] = entry["ours_text_r"] / entry["vader_r"]
         entry["spoken_vs_vader_ratio"] = entry["ours_spoken_r"] / entry["sample_vader_r"]
@@ -195,11 +212,11 @@ def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[R
 def print_table(table: dict[str, Any]) -> None:
     head = f"{'corpus':<14}{'n':>6}{'VADER r':>9}{'ours text':>11}{'n spk':>7}{'VADER r*':>10}"
     head += f"{'spoken r':>10}"
-    print(head + f"{'Acc-2 spk':>11}{'rank spk':>10}")
+    print(head + f"{'Acc-2 spk':>11}{'rank spk':>10}{'WER spk':>9}")
     for corpus, e in table.items():
         print(f"{corpus:<14}{e['n_test']:>6}{e['vader_r']:>9.3f}{e['ours_text_r']:>11.3f}{e['n_spoken']:>7}"
               f"{e['sample_vader_r']:>10.3f}{e['ours_spoken_r']:>10.3f}{e['spoken_acc2']:>11.3f}"
-              f"{e['spoken_pos_neg_ranking']:>10.3f}")
+              f"{e['spoken_pos_neg_ranking']:>10.3f}{e['spoken_wer']:>9.3f}")
     print("VADER r* = VADER on the spoken sample's gold text (the spoken column's baseline)")
 
 
@@ -216,16 +233,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         text_pred = await text_path(pipe, test, pickled_features(args.features_pickle))
         text_s = time.perf_counter() - mark
         mark = time.perf_counter()
-        spoken_pred, stats = await spoken_path(pipe, sample)
+        spoken_pred, heard, stats = await spoken_path(pipe, sample)
         spoken_s = time.perf_counter() - mark
         neutral = await neutral_readings(pipe) if SHARED.is_dir() else []
     finally:
         await pipe.scorer.close()
-    table = corpus_rows(test, text_pred, sample, spoken_pred)
+    table = corpus_rows(test, text_pred, sample, spoken_pred, heard)
     return {
         "bundle": str(args.bundle), "model_version": pipe.bundle.card.model_version, "device": "cpu",
         "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
         "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
+        "spoken_wer_all": round(word_error_rate([s.text for s in sample], heard), 4),
         "acc2_heldout_voices_all": round(non0_acc2(spoken_pred, np.asarray([s.label for s in sample])), 4),
         "ranking_heldout_voices_all": round(
             ranking_accuracy(spoken_pred, np.asarray([s.label for s in sample])), 4),

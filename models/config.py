@@ -75,6 +75,10 @@ class SelfMMConfig:
     label_center: float = 0.0
     transformers: Literal["bert", "roberta"] = "bert"
     use_finetune: bool = True
+    # Deviation knob (MMSA has none): with use_finetune, train only the top k encoder layers; embeddings and
+    # the layers below stay as loaded. None = every layer, as MMSA. The default model uses 2 (build time on
+    # 2 CPU cores, and an artefact small enough to commit).
+    finetune_top_layers: int | None = None
     # trainer (commonParams)
     exclude_zero: bool = True
     early_stop: int = 8
@@ -114,6 +118,8 @@ class SelfMMConfig:
         for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop"):
             if int(getattr(self, name)) < 1:
                 raise ModelConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.finetune_top_layers is not None and self.finetune_top_layers < 1:
+            raise ModelConfigError(f"finetune_top_layers must be >= 1 or None, got {self.finetune_top_layers}")
         if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
             # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (spec §1.3).
             raise ModelConfigError("only 1-layer audio/video LSTMs are supported (as every MMSA config)")

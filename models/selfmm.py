@@ -36,7 +36,10 @@ def _exporting() -> bool:
 class TextEncoder(nn.Module):
     """A BERT-family encoder (attribute `model`, as MMSA's BertTextEncoder); returns last_hidden_state."""
 
-    def __init__(self, encoder_dir: str, transformers: str, use_finetune: bool, load_weights: bool) -> None:
+    def __init__(
+        self, encoder_dir: str, transformers: str, use_finetune: bool, load_weights: bool,
+        finetune_top_layers: int | None = None,
+    ) -> None:
         super().__init__()
         if transformers not in _ENCODERS:
             raise ModelConfigError(f"unknown transformers family {transformers!r}: expected bert or roberta")
@@ -50,6 +53,24 @@ class TextEncoder(nn.Module):
             config = config_class.from_pretrained(encoder_dir)
             self.model = model_class._from_config(config, attn_implementation="eager")
         self.use_finetune = use_finetune
+        if use_finetune and finetune_top_layers is not None:
+            self.freeze_below(finetune_top_layers)
+
+    def freeze_below(self, top_layers: int) -> None:
+        """Only the top `top_layers` transformer layers (and the pooler) keep requires_grad."""
+        layers: nn.ModuleList = self.model.encoder.layer  # type: ignore[assignment,union-attr]
+        if top_layers > len(layers):
+            raise ModelConfigError(f"finetune_top_layers={top_layers}, but the encoder has {len(layers)} layers")
+        embeddings: nn.Module = self.model.embeddings  # type: ignore[assignment]
+        for module in (embeddings, *layers[: len(layers) - top_layers]):
+            for parameter in module.parameters():
+                parameter.requires_grad = False
+
+    def trainable_parameter_names(self) -> list[str]:
+        """state_dict keys (relative to this module) of the parameters training changes."""
+        if not self.use_finetune:
+            return []
+        return [name for name, p in self.named_parameters() if p.requires_grad]
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
@@ -97,7 +118,9 @@ class SelfMM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.text_model = TextEncoder(c.text_encoder_dir, c.transformers, c.use_finetune, load_text_weights)
+        self.text_model = TextEncoder(
+            c.text_encoder_dir, c.transformers, c.use_finetune, load_text_weights, c.finetune_top_layers
+        )
         hidden = int(self.text_model.model.config.hidden_size)
         if hidden != c.text_out:
             raise ModelConfigError(

@@ -28,14 +28,14 @@ def _quiet_threads() -> None:
 def build(
     spoken_per_split: Annotated[
         int, typer.Option(help="spoken sentences per corpus in train and in valid (test: all spoken)")
-    ] = 2000,
+    ] = 1000,
     spoken_all: Annotated[bool, typer.Option(help="speak every sentence")] = False,
     out: Annotated[Path | None, typer.Option(help="artefact directory (default: models/default)")] = None,
     bundle_dir: Annotated[Path | None, typer.Option(help="bundle to export (default bundle)")] = None,
     work_dir: Annotated[Path, typer.Option(help="scratch space for the dataset pickle")] = Path(
         ".affectstream/build/default-model"
     ),
-    max_epochs: Annotated[int, typer.Option(min=1, help="cap on training epochs")] = 6,
+    max_epochs: Annotated[int, typer.Option(min=1, help="cap on training epochs")] = 4,
     sentences_per_corpus: Annotated[
         int | None, typer.Option(min=1, help="use only N sentences per corpus and split (quick runs)")
     ] = None,

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
         finetune_text: Annotated[
             bool, typer.Option("--finetune-text/--freeze-text", help="train the text encoder (MMSA: yes)")
         ] = True,
+        finetune_top_layers: Annotated[
+            int | None, typer.Option(min=1, help="with --finetune-text, train only the top N encoder layers")
+        ] = None,
         batch_size: Annotated[int | None, typer.Option(help="override the preset's batch size")] = None,
         device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
         progress: Annotated[bool, typer.Option(help="progress bars")] = True,
@@ -73,7 +76,9 @@ def register(app: typer.Typer) -> None:
         handler = _log_to_file(out / "train.log")
         try:
             train_split = load_mmsa_pickle(data, splits=("train",))["train"]
-            overrides = {"batch_size": batch_size} if batch_size else {}
+            overrides: dict[str, int] = {"batch_size": batch_size} if batch_size else {}
+            if finetune_top_layers is not None:
+                overrides["finetune_top_layers"] = finetune_top_layers
             config = SelfMMConfig.preset(
                 preset, text_encoder_dir=text_encoder, audio_dim=train_split.audio_dim,
                 vision_dim=train_split.vision_dim, task=task, use_finetune=finetune_text, **overrides,

@@ -144,6 +144,8 @@ def test_beats_vader_on_gold_text_where_the_card_claims_it(
     """Through the exported ONNX graph, on a fixed sample of the held-out test split (gold text)."""
     card = ModelCard.read(bundle_dir)
     claims = card.training["quality"]["test_split_gold_text"]
+    assert all(q["pearson_ours"] > q["pearson_vader"] for q in claims.values()), claims  # the build's claim
+    # re-measured here where the margin is wide enough for a 250-sentence sample
     better = [c for c, q in claims.items() if q["pearson_ours"] > q["pearson_vader"] + 0.05]
     assert {"movie_reviews", "amazon"} <= set(better)
     test = split_corpus(load_corpus(REPO_ROOT / ".affectstream" / "cache" / "vader"))["test"]

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from models.checkpoint import load_checkpoint
 from models.config import SelfMMConfig
 from models.datasets import MMSADataset, load_mmsa_pickle
+from models.errors import ModelConfigError
 from models.runner import run_training
 from models.selfmm import SelfMM
 from models.synthetic import write_synthetic_pickle
@@ -95,7 +96,7 @@ def test_cli_train_then_test(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_pa
     result = runner.invoke(app, [
         "train", "--data", str(synthetic_pickle), "--preset", "sims", "--text-encoder", str(tiny_bert_dir),
         "--seed", "1", "--seed", "2", "--max-epochs", "2", "--batch-size", "8", "--out", str(out),
-        "--no-progress",
+        "--no-progress", "--finetune-top-layers", "1",
     ])
     assert result.exit_code == 0, result.output
     assert "seed 2: best epoch" in result.output and "Mult_acc_3" in result.output  # SIMS metrics
@@ -103,7 +104,7 @@ def test_cli_train_then_test(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_pa
     assert summary["seeds"] == [1, 2] and set(summary["test"]) >= {"MAE", "Corr", "F1_score"}
     assert (out / "seed-1" / "results.json").is_file() and (out / "train.log").stat().st_size > 0
     _, config, meta = load_checkpoint(out / "checkpoint")
-    assert config.dataset == "sims" and meta["seed"] == summary["best_seed"]
+    assert config.dataset == "sims" and meta["seed"] == summary["best_seed"] and config.finetune_top_layers == 1
 
     checkpoint = str(out / "checkpoint")
     result = runner.invoke(app, ["test", "--checkpoint", checkpoint, "--data", str(synthetic_pickle),
@@ -143,3 +144,43 @@ def test_cli_refuses_mismatched_data(tiny_bert_dir: Path, synthetic_pickle: Path
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path),
                                       "--text-encoder", str(tiny_bert_dir)])
     assert result.exit_code != 0 and "file not found" in str(result.exception)
+
+
+def test_finetune_top_layers_trains_only_those_layers(learnable_pickle: Path, tiny_bert_dir: Path) -> None:
+    config = SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir, batch_size=8, finetune_top_layers=1)
+    model = SelfMM(config)
+    before = {k: v.clone() for k, v in model.text_model.state_dict().items()}
+    top = len(model.text_model.model.encoder.layer) - 1
+    assert model.text_model.trainable_parameter_names()
+    assert all(n.startswith((f"model.encoder.layer.{top}.", "model.pooler."))
+               for n in model.text_model.trainable_parameter_names())
+    splits = load_mmsa_pickle(learnable_pickle)
+    Trainer(config, TrainOptions(max_epochs=2, device="cpu", progress=False)).fit(
+        model, MMSADataset(splits["train"]), MMSADataset(splits["valid"]))
+    after = model.text_model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(f"model.encoder.layer.{top}.") for k in changed), sorted(changed)
+    with pytest.raises(ModelConfigError, match="finetune_top_layers"):
+        SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir, finetune_top_layers=0)
+    with pytest.raises(ModelConfigError, match="layers"):
+        SelfMM(SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir, finetune_top_layers=top + 2))
+
+
+def test_model_inputs_cut_padding_without_changing_outputs(learnable_pickle: Path, tiny_bert_dir: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from models.datasets import MODEL_INPUTS, model_inputs
+
+    config = SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir)
+    model = SelfMM(config).eval()
+    batch = next(iter(DataLoader(MMSADataset(load_mmsa_pickle(learnable_pickle)["test"]), batch_size=6)))
+    batch["attention_mask"][:, 5:] = 0  # every row shorter than the stored length
+    batch["audio_lengths"] = torch.clamp(batch["audio_lengths"], max=3)
+    assert model_inputs(batch, torch.device("cpu"))["input_ids"].shape == batch["input_ids"].shape  # MMSA's way
+    cut = model_inputs(batch, torch.device("cpu"), trim=True)
+    assert cut["input_ids"].shape[1] <= 5 < batch["input_ids"].shape[1] and cut["audio"].shape[1] <= 3
+    with torch.no_grad():
+        full = model(**{k: batch[k] for k in MODEL_INPUTS})
+        short = model(**cut)
+    for name in ("M", "T", "A", "V"):
+        torch.testing.assert_close(short[name], full[name], atol=1e-6, rtol=1e-5)
