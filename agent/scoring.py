@@ -134,7 +134,6 @@ class Scorer:
         self._pending: set[asyncio.Future[tuple[TaskScore, ...]]] = set()
         self._closed = False
         self.stats: deque[BatchStats] = deque(maxlen=4096)
-        self._runs = 0  # ONNX Runtime calls made by the worker thread for the batch in flight
 
     @classmethod
     def from_settings(cls, settings: ScoringSettings, feature_spec: dict | None) -> Scorer:
@@ -221,14 +220,15 @@ class Scorer:
         metrics.observe_batch("scoring", len(batch))
         if self._queue is not None:
             metrics.set_queue_depth("scoring", self._queue.qsize())
+        runs = 0
         try:
-            results = await loop.run_in_executor(self._executor, self._score_batch, batch)
+            results, runs = await loop.run_in_executor(self._executor, self._score_batch, batch)
         except Exception as exc:  # a failing batch fails its windows, never the collector
             log.error("scoring a batch of %d windows failed: %s", len(batch), exc)
             error = exc if isinstance(exc, ModelError) else ModelError(f"scoring failed: {exc}")
             results = [error] * len(batch)
         waits_ms = tuple((started_s - r.submitted_s) * 1000 for r in batch)
-        self.stats.append(BatchStats(len(batch), waits_ms, (time.perf_counter() - started_s) * 1000, self._runs))
+        self.stats.append(BatchStats(len(batch), waits_ms, (time.perf_counter() - started_s) * 1000, runs))
         for request, result in zip(batch, results, strict=True):
             if request.future.done():
                 continue
@@ -237,12 +237,12 @@ class Scorer:
             else:
                 request.future.set_result(result)
 
-    def _score_batch(self, batch: list[_Request]) -> list[tuple[TaskScore, ...] | BaseException]:
+    def _score_batch(self, batch: list[_Request]) -> tuple[list[tuple[TaskScore, ...] | BaseException], int]:
         """Worker thread: per bundle, prepare (a bad window fails alone), pad, run (once per length run),
-        split."""
+        split. Returns each window's scores or error, and the number of ONNX Runtime calls."""
         scores: list[list[TaskScore]] = [[] for _ in batch]
         errors: dict[int, BaseException] = {}
-        self._runs = 0
+        runs = 0
         for bundle in self.bundles:
             prepared: list[tuple[int, ModelInputs]] = []
             for index, request in enumerate(batch):
@@ -258,8 +258,8 @@ class Scorer:
             for run in length_runs(lengths, self.settings.split_cost_tokens):
                 part = [prepared[i] for i in run]
                 outputs = bundle.run(pad_batch([inputs for _, inputs in part]))
-                self._runs += 1
+                runs += 1
                 rows = split_scores(bundle, outputs, len(part))
                 for (index, _), row in zip(part, rows, strict=True):
                     scores[index].extend(row)
-        return [errors.get(i) or tuple(scores[i]) for i in range(len(batch))]
+        return [errors.get(i) or tuple(scores[i]) for i in range(len(batch))], runs

@@ -52,8 +52,9 @@ def _voices(names: Sequence[str], rates: Sequence[int], pitches: Sequence[int]) 
 
 # Training and held-out voices share no variant (the speaker): held-out speakers are new. Their language voices
 # are the common US/British ones: espeak-ng's regional accents (en-us-nyc, en-gb-x-gbclan, en-gb-x-gbcwmd) are
-# so far from human speech that Whisper tiny.en mis-hears 35-48 % of their words vs 22-29 % here, which
-# would measure espeak-ng's rendering rather than the model (bench/default_model.py reports the WER).
+# so far from human speech that Whisper tiny.en mis-heard 35-48 % of their words vs 22-29 % here (24 test
+# sentences per voice, measured once while choosing), which would rate espeak-ng's rendering rather than the
+# model. bench/default_model.py reports the WER of the voices used.
 TRAIN_VOICES: tuple[Voice, ...] = _voices(
     ("en-us", "en-us+f2", "en-gb+m3", "en-gb-x-rp+f4", "en-gb-scotland+m1", "en-029+f1"),
     (140, 165, 190),
