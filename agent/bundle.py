@@ -160,6 +160,12 @@ class ModelBundle:
         types = np.asarray(features.token_type_ids, dtype=np.int64).reshape(-1)
         if mask.shape != ids.shape or types.shape != ids.shape:
             raise ModelError("input_ids, attention_mask and token_type_ids must have the same length")
+        real = int(np.count_nonzero(mask))
+        if mask[0] != 1 or not (mask[:real] == 1).all() or mask[real:].any():
+            raise ModelError(
+                "attention_mask must be 1 for the real tokens, from [CLS] on, then 0 (right padding); "
+                f"got {mask.tolist()}"
+            )
         audio = self._neutral.get("audio")
         if audio is None:
             audio = _frames(features.audio, self._audio_dim, "audio")

@@ -23,7 +23,7 @@ from agent.errors import ModelError
 from agent.settings import ScoringSettings
 from agent.types import Features, TaskScore
 
-__all__ = ["BatchStats", "ModelBundle", "Scorer", "length_runs", "pad_batch", "split_scores"]
+__all__ = ["BatchStats", "ModelBundle", "Scorer", "length_runs", "pad_batch", "split_cost_tokens", "split_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ def pad_batch(items: Sequence[ModelInputs]) -> dict[str, np.ndarray]:
 def length_runs(text_lengths: Sequence[int], split_cost_tokens: int) -> list[list[int]]:
     """Row indexes grouped into runs of similar text length, minimising Σ(split_cost + rows × longest).
 
-    The text encoder dominates a run's cost and pays for every padded token, so one 32-row batch of 6..22
-    tokens costs more than two or three runs cut at the right lengths; each run also has a fixed cost
+    For graphs exported before the packed text encoder (card `text_packed` false): their text encoder
+    dominates a run's cost and pays for every padded token, so one 32-row batch of 6..22 tokens costs
+    more than two or three runs cut at the right lengths; each run also has a fixed cost
     (`split_cost_tokens`, measured by bench/scoring.py). 0 = a single run. Exact optimum over the sorted
     lengths (n ≤ max_batch, so the O(n²) search is cheap).
     """
@@ -76,6 +77,16 @@ def length_runs(text_lengths: Sequence[int], split_cost_tokens: int) -> list[lis
         runs.append(order[cut[end] : end])
         end = cut[end]
     return runs[::-1]
+
+
+UNPACKED_SPLIT_COST_TOKENS = 32  # bench/scoring.py: a call's fixed cost, in padded tokens of MiniLM
+
+
+def split_cost_tokens(bundle: ModelBundle, settings: ScoringSettings) -> int:
+    """The configured cost, else 0 for a packed-text graph (one call per batch) and 32 for a padded one."""
+    if settings.split_cost_tokens is not None:
+        return settings.split_cost_tokens
+    return 0 if bundle.card.text_packed else UNPACKED_SPLIT_COST_TOKENS
 
 
 def split_scores(bundle: ModelBundle, outputs: dict[str, np.ndarray], batch: int) -> list[list[TaskScore]]:
@@ -255,7 +266,7 @@ class Scorer:
             if not prepared:
                 continue
             lengths = [len(inputs.input_ids) for _, inputs in prepared]
-            for run in length_runs(lengths, self.settings.split_cost_tokens):
+            for run in length_runs(lengths, split_cost_tokens(bundle, self.settings)):
                 part = [prepared[i] for i in run]
                 outputs = bundle.run(pad_batch([inputs for _, inputs in part]))
                 runs += 1

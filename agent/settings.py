@@ -120,8 +120,9 @@ class ScoringSettings(BaseModel):
     # extraction that steals cores, and its per-step LSTM sync then stalls (bench/scoring.py measures it).
     intra_op_spinning: bool = False
     # A batch runs as several ONNX Runtime calls of similar text length when the padding saved outweighs a
-    # call's fixed cost, counted in tokens (bench/scoring.py); 0 = one call per batch, never split.
-    split_cost_tokens: int = Field(32, ge=0)
+    # call's fixed cost, counted in tokens (bench/scoring.py); 0 = one call per batch, never split. None =
+    # 0 for a graph whose card says text_packed (padding costs it almost nothing), else 32.
+    split_cost_tokens: int | None = Field(None, ge=0)
 
 
 class PublishSettings(BaseModel):

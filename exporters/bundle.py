@@ -78,6 +78,7 @@ class ExportRequest:
     fp16: bool = True
     int8: bool = True
     unimodal_outputs: bool = True
+    pack_text: bool = True  # BERT's dense layers on real tokens only (exporters/packed_text.py)
     overwrite: bool = False
 
 
@@ -111,7 +112,7 @@ def export_bundle(model: nn.Module, request: ExportRequest) -> ModelCard:
 
 
 def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
-    graph = InferenceGraph(model.eval(), unimodal=request.unimodal_outputs)
+    graph = InferenceGraph(model.eval(), unimodal=request.unimodal_outputs, pack_text=request.pack_text)
     vocab_size = int(model.text_model.model.config.vocab_size)  # type: ignore[union-attr, arg-type]
     cases = validation_cases(request, vocab_size)
     graph_path = work / GRAPH_FILE
@@ -148,6 +149,7 @@ def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
         uninformed_inputs=dict(request.uninformed_inputs),
         variants=tuple(variants),
         live_scoring_note=request.live_scoring_note,
+        text_packed=graph.text_packed,
     )
     card.write(work)
     return card

@@ -109,6 +109,9 @@ class ModelCard:
     uninformed_inputs: dict[str, UninformedInput] = field(default_factory=dict)  # modality -> neutral input
     variants: tuple[Variant, ...] = ()
     live_scoring_note: str = ""
+    # the graph runs BERT's dense layers on real tokens only (exporters/packed_text.py): padding is nearly
+    # free, so the scorer need not group a batch by text length
+    text_packed: bool = False
     intended_use: str = "Research and monitoring aid. Not a clinical instrument: do not use for diagnosis or treatment."
     card_version: int = CARD_VERSION
 
@@ -239,6 +242,7 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
             )
             for v in data.get("variants", [])
         ),
+        text_packed=bool(data.get("text_packed", False)),
         live_scoring_note=str(data.get("live_scoring_note", "")),
         intended_use=str(data.get("intended_use", "")),
         card_version=int(data["card_version"]),

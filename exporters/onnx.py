@@ -17,6 +17,7 @@ from torch import nn
 
 from exporters.card import TensorInfo, ValidationResult
 from exporters.errors import ExportError, ExportValidationError
+from exporters.packed_text import PackedBertCLS, can_pack
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,32 @@ class InputCase:
 
 
 class InferenceGraph(nn.Module):
-    """The part of Self-MM that serving needs: M (and T, A, V when asked), nothing for training."""
+    """The part of Self-MM that serving needs: M (and T, A, V when asked), nothing for training.
 
-    def __init__(self, model: nn.Module, *, unimodal: bool = True) -> None:
+    With `pack_text` (and a BERT encoder) the text's [CLS] comes from PackedBertCLS, which skips padded
+    tokens; `reference()` is the same model on MMSA's padded path, which validation compares against."""
+
+    def __init__(self, model: nn.Module, *, unimodal: bool = True, pack_text: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.unimodal = unimodal
         self.output_names = (MULTIMODAL_OUTPUT, *UNIMODAL_OUTPUTS) if unimodal else (MULTIMODAL_OUTPUT,)
+        encoder = model.text_model.model  # type: ignore[union-attr]
+        self.packed_text = PackedBertCLS(encoder) if pack_text and can_pack(encoder) else None  # type: ignore[arg-type]
+
+    @property
+    def text_packed(self) -> bool:
+        return self.packed_text is not None
+
+    def reference(self) -> InferenceGraph:
+        return InferenceGraph(self.model, unimodal=self.unimodal, pack_text=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(*inputs)
+        if self.packed_text is None:
+            out = self.model(*inputs)
+        else:
+            text = self.packed_text(*inputs[:3])
+            out = self.model.forward_with_text(text, *inputs[3:])  # type: ignore[operator]
         return tuple(out[name] for name in self.output_names)
 
 
@@ -188,13 +206,14 @@ def compare(
 def validate_graph(
     path: Path, graph: InferenceGraph, cases: Sequence[InputCase], *, atol: float = FP32_ATOL
 ) -> ValidationResult:
-    """ONNX Runtime (CPU) vs eval-mode torch on every case; ExportValidationError when it disagrees."""
+    """ONNX Runtime (CPU) vs eval-mode torch on MMSA's padded path (so a packed text encoder is checked
+    too) on every case; ExportValidationError when it disagrees."""
     return compare(
         onnx_runner(path),
-        torch_runner(graph),
+        torch_runner(graph.reference()),
         cases,
         atol=atol,
         graph_label=str(path),
-        reference_label="torch eval-mode forward",
+        reference_label="torch eval-mode forward, padded text (MMSA's path)",
         outputs=graph.output_names,
     )

@@ -76,7 +76,8 @@ def bundle_is_current(bundle_dir: Path = DEFAULT_BUNDLE_DIR, src_dir: Path = DEF
     except ModelError:
         return False
     graph_ok = (bundle_dir / card.graph.path).is_file()
-    return graph_ok and card.training.get("source_sha256") == source_digest(src_dir)
+    # text_packed: a bundle exported before the packed text encoder is re-exported (it is MiniLM, a BERT)
+    return graph_ok and card.text_packed and card.training.get("source_sha256") == source_digest(src_dir)
 
 
 def read_facts(src_dir: Path = DEFAULT_DIR) -> dict[str, Any]:

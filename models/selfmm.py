@@ -160,6 +160,17 @@ class SelfMM(nn.Module):
         vision_lengths: torch.Tensor,  # int64 [B], >= 1
     ) -> dict[str, torch.Tensor]:
         text = self.text_model(input_ids, attention_mask, token_type_ids)[:, 0, :]  # [CLS], [B, text_out]
+        return self.forward_with_text(text, audio, audio_lengths, vision, vision_lengths)
+
+    def forward_with_text(
+        self,
+        text: torch.Tensor,  # float32 [B, text_out]: the encoder's [CLS] state
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        vision: torch.Tensor,
+        vision_lengths: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Everything after the text encoder (the exported graph computes [CLS] its own way)."""
         audio_h = self.audio_model(audio, audio_lengths)
         video_h = self.video_model(vision, vision_lengths)
 

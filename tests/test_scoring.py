@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from tiny_selfmm import AUDIO_DIM, VISION_DIM, export_tiny_bundle, make_tiny_enc
 
 from agent.bundle import ModelBundle, ModelInputs
 from agent.errors import ModelError
-from agent.scoring import Scorer, length_runs, pad_batch
+from agent.scoring import Scorer, length_runs, pad_batch, split_cost_tokens
 from agent.settings import ScoringSettings
 from agent.types import Features, StreamId, Transcript, Window
 from exporters.card import UninformedInput
@@ -141,9 +142,9 @@ def _load(bundles: dict[str, Path], *names: str) -> list[ModelBundle]:
     return [ModelBundle.load(bundles[n], tiny_feature_spec()) for n in names]
 
 
-@pytest.mark.parametrize("split_cost_tokens", [0, 8])
+@pytest.mark.parametrize("split_cost_tokens", [None, 0, 8])  # None: the default, one call for packed graphs
 async def test_32_concurrent_streams_score_exactly_as_one_at_a_time(
-    bundles: dict[str, Path], split_cost_tokens: int
+    bundles: dict[str, Path], split_cost_tokens: int | None
 ) -> None:
     streams = [[make_features(100 * s + k, stream=f"p{s}", seq=k) for k in range(3)] for s in range(32)]
     loaded = _load(bundles, "sentiment", "depression")
@@ -154,7 +155,7 @@ async def test_32_concurrent_streams_score_exactly_as_one_at_a_time(
     want = await _score_all(single, [[f] for items in streams for f in items])
     assert max(s.batch_size for s in batched.stats) > 1  # it really batched
     runs_per_bundle = max(s.runs for s in batched.stats) / len(loaded)
-    assert runs_per_bundle == 1 if split_cost_tokens == 0 else runs_per_bundle > 1  # rows really reordered
+    assert runs_per_bundle == 1 if split_cost_tokens in (None, 0) else runs_per_bundle > 1  # rows reordered
     assert max(s.batch_size for s in single.stats) == 1
     flat_got = [scores for items in got for scores in items]
     flat_want = [scores for (scores,) in want]
@@ -212,3 +213,22 @@ async def test_close_fails_waiting_windows(bundles: dict[str, Path]) -> None:
     await scorer.close()
     with pytest.raises(ModelError):
         await pending
+
+
+def test_split_cost_defaults_to_one_call_for_packed_graphs(bundles: dict[str, Path]) -> None:
+    (bundle,) = _load(bundles, "sentiment")
+    assert bundle.card.text_packed
+    assert split_cost_tokens(bundle, ScoringSettings()) == 0
+    assert split_cost_tokens(bundle, ScoringSettings(split_cost_tokens=8)) == 8  # an explicit setting wins
+    bundle.card = replace(bundle.card, text_packed=False)  # a bundle exported before packing
+    assert split_cost_tokens(bundle, ScoringSettings()) == 32
+
+
+def test_only_right_padded_text_is_scored(bundles: dict[str, Path]) -> None:
+    (bundle,) = _load(bundles, "sentiment")
+    padded = replace(make_features(1), attention_mask=np.array([1, 1, 1, 0]), input_ids=np.array([2, 9, 3, 0]),
+                     token_type_ids=np.zeros(4, np.int64))
+    assert bundle.prepare(padded).attention_mask.tolist() == [1, 1, 1, 0]
+    for mask in ([0, 1, 1, 1], [1, 0, 1, 1], [1, 2, 1, 1]):
+        with pytest.raises(ModelError, match="right padding"):
+            bundle.prepare(replace(padded, attention_mask=np.array(mask)))
