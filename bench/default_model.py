@@ -9,7 +9,7 @@ Table: corpus x {VADER (gold text), ours text, ours spoken} Pearson r against th
 - neutral readings: LJ Speech / LibriVox / JFK files from ../shared/data through the same pipeline.
 VADER is measured in the same run on the same sentences. Writes bench/results/default_model.json.
 
-    .venv/bin/python bench/default_model.py [--per-corpus 500] [--bundle DIR]
+    .venv/bin/python bench/default_model.py [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
 """
 
 from __future__ import annotations
@@ -66,11 +66,13 @@ def ranking_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
 class Pipeline:
     """The agent's pieces, loaded once: VAD, Whisper, feature extractor, scorer."""
 
-    def __init__(self, bundle_dir: Path) -> None:
+    def __init__(self, bundle_dir: Path, variant: str = "fp32") -> None:
         card_spec = json.loads((bundle_dir / "card.json").read_text())["feature_spec"]
         self.spec = FeatureSpec.from_dict(card_spec)
         self.extractor = FeatureExtractor(self.spec, bundle_dir, use_vision=False)
-        self.bundle = ModelBundle.load(bundle_dir, self.spec.to_dict(), providers=["CPUExecutionProvider"])
+        self.bundle = ModelBundle.load(
+            bundle_dir, self.spec.to_dict(), providers=["CPUExecutionProvider"], variant=variant  # type: ignore[arg-type]
+        )
         self.scorer = Scorer([self.bundle], ScoringSettings(max_batch=16, max_wait_ms=0.0))
         self.vad = SileroVad()
         self.speech = SpeechRecognizer(SpeechSettings())
@@ -222,7 +224,7 @@ def print_table(table: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    pipe = Pipeline(args.bundle)
+    pipe = Pipeline(args.bundle, args.variant)
     pipe.scorer.start()
     try:
         test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]
@@ -241,6 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     table = corpus_rows(test, text_pred, sample, spoken_pred, heard)
     return {
         "bundle": str(args.bundle), "model_version": pipe.bundle.card.model_version, "device": "cpu",
+        "graph": pipe.bundle.graph_name,
         "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
         "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
         "spoken_wer_all": round(word_error_rate([s.text for s in sample], heard), 4),
@@ -258,6 +261,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bundle", type=Path, default=ROOT / DEFAULT_BUNDLE_DIR)
+    parser.add_argument("--variant", choices=["fp32", "int8"], default="fp32", help="which graph of the bundle")
     parser.add_argument("--per-corpus", type=int, default=500, help="spoken sample per corpus (test split)")
     parser.add_argument("--text-per-corpus", type=int, default=0, help="limit the text path (0 = all)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)

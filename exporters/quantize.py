@@ -90,7 +90,15 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> None:
     # integer tensor it looks at (the packed text encoder's indexes); its result is measured below instead
     root.setLevel(max(level, logging.ERROR))
     try:
-        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8)
+        # per output channel, and only the matrix products (where the time goes): per-tensor scales, or
+        # quantised embedding tables, moved the default model's M by up to 0.56 against 0.11 for this
+        quantize_dynamic(
+            str(fp32_path),
+            str(out_path),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
     except Exception as exc:
         raise ExportError(f"int8 quantisation of {fp32_path} failed: {exc}") from exc
     finally:

@@ -109,6 +109,24 @@ def test_bundle_scores_windows_in_the_agent_scorer(bundle_dir: Path, extractor: 
     assert pos_with_face == pytest.approx(pos, abs=1e-5)
 
 
+def test_int8_graph_ships_within_its_budget_and_keeps_the_ranking(
+    extractor: FeatureExtractor, tmp_path: Path
+) -> None:
+    bundle_dir, _ = export_default_bundle(tmp_path / "with-variants", DEFAULT_DIR)
+    card = ModelCard.read(bundle_dir)
+    int8 = card.variant("int8")
+    assert int8 is not None, "the default model's int8 graph was dropped: over its accuracy budget"
+    assert int8.validation.passed and int8.validation.max_abs_diff["M"] <= 0.05 * 6
+    assert card.text_packed and card.variant("fp16") is not None
+    spec = extractor.spec.to_dict()
+    fp32 = ModelBundle.load(bundle_dir, spec, providers=["CPUExecutionProvider"])
+    quantised = ModelBundle.load(bundle_dir, spec, variant="int8")
+    feeds = pad_batch([fp32.prepare(_features(extractor, t)) for t in (POSITIVE, NEGATIVE)])
+    pos, neg = quantised.run(feeds)["M"]
+    assert pos > 0.5 and neg < -0.5
+    assert np.abs(quantised.run(feeds)["M"] - fp32.run(feeds)["M"]).max() <= int8.validation.atol
+
+
 def test_bundle_is_current_until_the_artefacts_change(bundle_dir: Path, tmp_path: Path) -> None:
     assert bundle_is_current(bundle_dir, DEFAULT_DIR)
     assert export_default_bundle(bundle_dir, DEFAULT_DIR, variants=False) == (bundle_dir, False)
