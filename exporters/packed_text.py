@@ -31,7 +31,9 @@ def can_pack(encoder: nn.Module) -> bool:
 
 
 class PackedBertCLS(nn.Module):
-    """forward(input_ids, attention_mask, token_type_ids) -> float32 [B, hidden]: the [CLS] hidden state."""
+    """forward(input_ids, attention_mask, token_type_ids) -> float32 [B, hidden]: the [CLS] hidden state.
+
+    The fused projections copy the encoder's weights when this is built: build it after loading them."""
 
     def __init__(self, bert: BertModel) -> None:
         super().__init__()
