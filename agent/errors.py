@@ -1,33 +1,8 @@
-"""Operational errors of the agent: each says what failed and whether a retry may help."""
+"""Operational errors of serving: Kafka and the spool (the shared ones are in `core.errors`)."""
 
 from __future__ import annotations
 
-
-class AffectstreamError(Exception):
-    """Base of the agent's operational errors."""
-
-    retryable: bool = False
-
-
-class ConfigError(AffectstreamError):
-    """A setting, file or model that cannot be used; the message says what to fix."""
-
-
-class MediaError(AffectstreamError):
-    """A recording or live track that cannot be decoded."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-class NoAudioError(MediaError):
-    """A recording or call without an audio track."""
-
-
-class ModelError(AffectstreamError):
-    """A model bundle that is missing, corrupt or does not match the agent."""
+from core.errors import AffectstreamError
 
 
 class BrokerError(AffectstreamError):

@@ -8,7 +8,7 @@ Matching rule (documented in the report too):
 3. A segment's prediction is the mean of its matched windows' outputs, each weighted by the seconds it
    overlaps the segment (a duration-weighted mean). Segments with no matched window get no prediction and are
    left out of the metrics (they are counted and listed).
-Metrics are `models.metrics.task_metrics` on (prediction, label) per segment: MMSA's regression metrics for
+Metrics are `core.task_metrics.task_metrics` on (prediction, label) per segment: MMSA's regression metrics for
 sentiment (MOSI/MOSEI-style on a -3..3 scale, SIMS-style on -1..1), PHQ-8 metrics for depression.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ConfigError
 from agent.file_source import call_id_candidates
-from models.metrics import task_metrics
+from core.errors import ConfigError
+from core.task_metrics import task_metrics
 
 MIN_OVERLAP_FRACTION = 0.5
 MATCHING_RULE = (

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from agent import messages
-from agent.types import Score
+from core.types import Score
 
 log = logging.getLogger(__name__)
 

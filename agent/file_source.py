@@ -1,6 +1,6 @@
 """Recorded files as live-like media sources: what to replay, frame sampling, pacing.
 
-- `sample_frames` keeps video frames by the slot rule live ingest applies (`agent.ingest.FrameSampler`: one
+- `core.mediatime.sample_frames` keeps video frames by the slot rule live ingest applies (one
   frame per 1/fps slot, slot = floor(t * fps)); the dataset builder uses it too, so training windows, live
   windows and replayed windows see the same frames.
 - `collect_sources` turns command-line paths (files, directories, a manifest CSV) into `ReplaySource`s whose
@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agent.errors import ConfigError, MediaError
-from agent.ingest import FrameSampler
-from agent.types import AudioChunk, StreamId, VideoFrame
+from core.errors import ConfigError, MediaError
+from core.media import decode_file
+from core.mediatime import MediaItem, sample_frames
+from core.types import AudioChunk, StreamId
 
 log = logging.getLogger(__name__)
 
-MediaItem = AudioChunk | VideoFrame
 Pace = Literal["realtime", "fast"]
 
 MEDIA_SUFFIXES = frozenset(
@@ -38,16 +38,6 @@ MEDIA_SUFFIXES = frozenset(
 PARTICIPANT_ID = "replay"
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 _DECODE_BATCH = 48  # items decoded per worker-thread call: amortises the thread hop
-
-
-def sample_frames(items: Iterable[MediaItem], fps: float) -> Iterator[MediaItem]:
-    """Audio unchanged; video frames kept as live ingest keeps them (at most one per 1/fps slot)."""
-    sampler: FrameSampler[VideoFrame] = FrameSampler(fps, max_pending=1)
-    for item in items:
-        if isinstance(item, AudioChunk):
-            yield item
-        elif sampler.offer(item.time_s, item):
-            yield sampler.pop()[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +145,6 @@ async def file_media(
     on_item: Callable[[MediaItem], None] | None = None,
 ) -> AsyncIterator[MediaItem]:
     """The source's media in media-time order, frames sampled; decoding runs in a worker thread."""
-    from agent.media import decode_file
 
     items = sample_frames(decode_file(source.path, start_s=source.start_s, end_s=source.end_s), vision_fps)
     clock = _PaceClock() if pace == "realtime" else None

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent import messages
-from agent.errors import ConfigError
-from agent.types import Score, Transcript
+from core.errors import ConfigError
+from core.types import Score, Transcript
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import jsonschema
 
 from agent.errors import PublishError
 from agent.rules import AlertEvent
-from agent.types import Score, StreamId, Transcript, Window
+from core.types import Score, StreamId, Transcript, Window
 
 Kind = Literal["scores", "transcripts", "alerts"]
 KINDS: tuple[Kind, ...] = ("scores", "transcripts", "alerts")

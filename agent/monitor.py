@@ -32,7 +32,7 @@ from agent.kafka_config import common_kwargs, consumer_kwargs, producer_kwargs
 from agent.rules import AlertEvent, Fence, Observation, Rule, RuleEngine
 from agent.settings import KafkaSettings, MonitorSettings, PublishSettings
 from agent.topics import ensure_topics
-from agent.types import StreamId
+from core.types import StreamId
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from agent import metrics
 from agent.scoring import Scorer
 from agent.settings import WindowSettings
 from agent.speech import SpeechRecognizer
-from agent.types import AudioChunk, Score, StreamId, Transcript, VideoFrame, Window
 from agent.vad import VoiceActivityDetector
 from agent.windows import Windower
-from models.features import FeatureExtractor
+from core.features import FeatureExtractor
+from core.types import AudioChunk, Score, StreamId, Transcript, VideoFrame, Window
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ async def run_stream(
     """Analyse one stream to its end; returns what happened to its windows.
 
     `media` yields audio chunks and video frames in media-time order, frames already sampled to vision_fps
-    (live ingest and replay both use `agent.ingest.FrameSampler` for that).
+    (live ingest and replay both use `core.mediatime.FrameSampler` for that).
     """
     summary = StreamSummary(stream)
     queue = _WindowQueue(services.queue_windows)

@@ -21,13 +21,14 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from agent import messages, metrics
-from agent.errors import AffectstreamError, PublishError, SpoolFullError
+from agent.errors import PublishError, SpoolFullError
 from agent.kafka_config import producer_kwargs
 from agent.messages import Envelope
 from agent.settings import KafkaSettings, PublishSettings
 from agent.spool import Spool
 from agent.topics import ensure_topics, topic_names
-from agent.types import Score, Transcript
+from core.errors import AffectstreamError
+from core.types import Score, Transcript
 
 log = logging.getLogger(__name__)
 

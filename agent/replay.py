@@ -18,12 +18,16 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
+from tqdm import tqdm
 
 from agent.file_source import Pace, ReplaySource, file_media
-from agent.media import probe
 from agent.pipeline import Services, StreamSummary, run_stream
+from agent.sessions import IngestSession
 from agent.settings import Settings
-from agent.types import Score, StreamId
+from agent.stream_client import stream_file
+from agent.whip import WhipServer
+from core.media import probe
+from core.types import Score, StreamId
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,6 @@ class _Progress:
     def open(self) -> None:
         if not self.enabled:
             return
-        from tqdm import tqdm
 
         bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s media [{elapsed}<{remaining}]"
         all_s = sum(self.totals_s.values())
@@ -185,9 +188,6 @@ async def _replay_webrtc(
     sources: list[ReplaySource], services: Services, settings: Settings, options: ReplayOptions,
     spans: dict[StreamId, tuple[float, float]], progress: _Progress,
 ) -> list[FileResult]:
-    from agent.sessions import IngestSession
-    from agent.stream_client import stream_file
-    from agent.whip import WhipServer
 
     if any(s.start_s is not None or s.end_s is not None for s in sources):
         raise ValueError("--from/--to are not supported with --via webrtc (the client streams whole files)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.evaluate import MATCHING_RULE, MIN_OVERLAP_FRACTION, Evaluation, WindowScore
+from agent.report_plots import plot_scatter, plot_segment_table, plot_timelines
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ def write_report(
     run: Evaluation, out_dir: Path, *, sources: dict[str, str], other: Evaluation | None = None
 ) -> dict[str, Any]:
     """Write report.json, report.md and the PNGs into out_dir; returns the report (with plot paths)."""
-    from agent.report_plots import plot_scatter, plot_segment_table, plot_timelines
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(run, sources=sources, other=other)

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
+    # matplotlib takes ~0.5 s to import: only an evaluation that draws plots pays for it
     import matplotlib
 
     matplotlib.use("Agg")

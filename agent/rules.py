@@ -18,8 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.errors import ConfigError
-from agent.types import StreamId
+from core.errors import ConfigError
+from core.types import StreamId
 
 Output = Literal["m", "t", "a", "v"]
 Severity = Literal["info", "warning", "critical"]

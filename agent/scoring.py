@@ -19,9 +19,9 @@ import numpy as np
 
 from agent import metrics
 from agent.bundle import ModelBundle, ModelInputs
-from agent.errors import ModelError
 from agent.settings import ScoringSettings
-from agent.types import Features, TaskScore
+from core.errors import ModelError
+from core.types import Features, TaskScore
 
 __all__ = ["BatchStats", "ModelBundle", "Scorer", "length_runs", "pad_batch", "split_cost_tokens", "split_scores"]
 

@@ -9,16 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.bundle import ModelBundle
+from agent.bundle import ModelBundle, resolve_bundles
 from agent.pipeline import Services
 from agent.publish import Publisher
 from agent.scoring import Scorer
 from agent.settings import Settings
 from agent.speech import SpeechRecognizer
-from agent.types import Score, Transcript
 from agent.vad import SileroVad
-from models.default_model import resolve_bundles
-from models.features import FeatureExtractor, FeatureSpec
+from core.features import FeatureExtractor, FeatureSpec
+from core.types import Score, Transcript
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """WHIP ingest sessions: one WebRTC peer connection = one participant's stream.
 
-`IngestSession` is the async shell around `agent.ingest`: it reads the aiortc tracks, feeds the merger and
+`IngestSession` is the async shell around `core.mediatime`: it reads the aiortc tracks, feeds the merger and
 hands the pipeline an async iterator of media. `SessionRegistry` enforces the limits and owns the sessions'
 lifetime; closing a session releases its peer connection, reader tasks and buffers.
 """
@@ -23,8 +23,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from agent import metrics
-from agent.ingest import AudioConverter, FrameSampler, MediaMerger, OverloadError
-from agent.types import AudioChunk, StreamId, VideoFrame
+from core.mediatime import AudioConverter, FrameSampler, MediaMerger, OverloadError
+from core.types import AudioChunk, StreamId, VideoFrame
 
 log = logging.getLogger(__name__)
 

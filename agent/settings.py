@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from core.errors import ConfigError
+
 
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -215,7 +217,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings from the environment, an optional YAML file, and explicit overrides."""
     if config_file is not None:
         if not config_file.is_file():
-            from agent.errors import ConfigError
 
             raise ConfigError(f"config file not found: {config_file}")
         os.environ["AFFECTSTREAM_CONFIG"] = str(config_file)

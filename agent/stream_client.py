@@ -31,7 +31,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
-from agent.errors import AffectstreamError, MediaError, NoAudioError
+from core.errors import AffectstreamError, MediaError, NoAudioError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agent.types import StreamId, Transcript
+from core.types import StreamId, Transcript
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 

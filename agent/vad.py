@@ -14,9 +14,11 @@ import threading
 from abc import ABC, abstractmethod
 
 import numpy as np
+import onnxruntime
+from faster_whisper.utils import get_assets_path
 
-from agent.errors import ModelError
-from agent.types import SAMPLE_RATE_HZ
+from core.errors import ModelError
+from core.types import SAMPLE_RATE_HZ
 
 SILERO_FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the only frame size Silero v6 accepts at this rate
 _SILERO_CONTEXT_SAMPLES = 64
@@ -95,7 +97,6 @@ class SileroVad(VoiceActivityDetector):
 
 
 def _bundled_model_path() -> str:
-    from faster_whisper.utils import get_assets_path
 
     return os.path.join(get_assets_path(), "silero_vad_v6.onnx")
 
@@ -105,7 +106,6 @@ _session_lock = threading.Lock()
 
 @functools.cache
 def _load_session(model_path: str):  # type: ignore[no-untyped-def]
-    import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.inter_op_num_threads = 1

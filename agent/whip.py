@@ -23,11 +23,11 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.sdp import SessionDescription
 
 from agent import metrics
-from agent.errors import ConfigError
 from agent.loopback import configure_loopback
 from agent.sessions import IngestSession, RegistryFull, SessionLimits, SessionRegistry, StreamBusy
 from agent.settings import IngestSettings
-from agent.types import StreamId
+from core.errors import ConfigError
+from core.types import StreamId
 
 log = logging.getLogger(__name__)
 

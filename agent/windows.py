@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.settings import WindowSettings
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, ClosedBy, StreamId, VideoFrame, Window
 from agent.vad import VoiceActivityDetector
+from core.types import SAMPLE_RATE_HZ, AudioChunk, ClosedBy, StreamId, VideoFrame, Window
 
 log = logging.getLogger(__name__)
 

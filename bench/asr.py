@@ -25,13 +25,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.media import decode_file  # noqa: E402
 from agent.settings import SpeechSettings, WindowSettings  # noqa: E402
 from agent.speech import SpeechRecognizer  # noqa: E402
 from agent.text_norm import normalize  # noqa: E402
-from agent.types import AudioChunk, StreamId, VideoFrame  # noqa: E402
 from agent.vad import SileroVad  # noqa: E402
 from agent.windows import Windower  # noqa: E402
+from core.media import decode_file  # noqa: E402
+from core.types import AudioChunk, StreamId, VideoFrame  # noqa: E402
 
 DATA = (REPO / ".." / "shared" / "data").resolve()
 WER_PREFIXES = ("speech/jfk/", "speech/librivox_sense_and_sensibility/", "speech/ljspeech/")

@@ -4,7 +4,7 @@ Table: corpus x {VADER (gold text), ours text, ours spoken} Pearson r against th
 - ours text: gold sentence + its espeak-ng speech (training voices) → FeatureExtractor → ONNX bundle
 - ours spoken: a fixed seeded sample per corpus, spoken by held-out espeak-ng voices, through the real
   pipeline pieces: agent.windows (utterance mode, Silero VAD) → agent.speech (Whisper tiny.en) →
-  models.features → agent.scoring (ONNX Runtime); a sentence's score is the duration-weighted mean of its
+  core.features → agent.scoring (ONNX Runtime); a sentence's score is the duration-weighted mean of its
   windows. Acc-2 and pos/neg ranking accuracy are reported for the held-out voices.
 - neutral readings: LJ Speech / LibriVox / JFK files from ../shared/data through the same pipeline.
 VADER is measured in the same run on the same sentences. Writes bench/results/default_model.json.
@@ -25,15 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import AffectstreamError
-from agent.media import decode_file
 from agent.scoring import ModelBundle, Scorer
 from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId
 from agent.vad import SileroVad
 from agent.windows import Windower
-from models.corpus_vader import (
+from core.card import DEFAULT_BUNDLE_DIR
+from core.errors import AffectstreamError
+from core.features import FeatureExtractor, FeatureSpec
+from core.media import decode_file
+from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId
+from default_model.build import non0_acc2, pearson, vader_scores
+from default_model.corpus import (
     CORPORA,
     DEFAULT_SEED,
     RatedSentence,
@@ -41,11 +44,8 @@ from models.corpus_vader import (
     sample_per_corpus,
     split_corpus,
 )
-from models.default_build import non0_acc2, pearson, vader_scores
-from models.default_dataset import MAX_SPEECH_S, transcript_of, window_of
-from models.default_model import DEFAULT_BUNDLE_DIR
-from models.features import FeatureExtractor, FeatureSpec
-from models.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
+from default_model.dataset import MAX_SPEECH_S, transcript_of, window_of
+from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
 
 log = logging.getLogger("bench.default_model")
 ROOT = Path(__file__).resolve().parents[1]

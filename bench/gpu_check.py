@@ -50,7 +50,7 @@ def require_cuda() -> None:
 
 def graphs_from_bundle(bundle: Path) -> tuple[Path, Path, int, int, int]:
     from agent.bundle import verify_graph
-    from exporters.card import ModelCard
+    from core.card import ModelCard
 
     card = ModelCard.read(bundle)
     fp16 = card.variant("fp16")

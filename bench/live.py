@@ -48,7 +48,7 @@ from agent.server import AgentServer  # noqa: E402
 from agent.services import open_runtime  # noqa: E402
 from agent.sessions import IngestSession  # noqa: E402
 from agent.settings import Settings  # noqa: E402
-from agent.types import AudioChunk, Score, VideoFrame  # noqa: E402
+from core.types import AudioChunk, Score, VideoFrame  # noqa: E402
 
 DEFAULT_FILE = REPO / ".." / "shared" / "data" / "av" / "derived" / "crema_d_1001_DFA_6emotions.mp4"
 RESULTS = REPO / "bench" / "results" / "live.json"
@@ -194,7 +194,8 @@ def bench_settings(
 
 def find_bundles(workdir: Path) -> tuple[list[Path], str]:
     """The default sentiment bundle (exported if its committed model exists); else a tiny random one."""
-    from models.default_model import DEFAULT_BUNDLE_DIR, DEFAULT_DIR, export_default_bundle
+    from core.card import DEFAULT_BUNDLE_DIR
+    from default_model.artefacts import DEFAULT_DIR, export_default_bundle
 
     if (DEFAULT_BUNDLE_DIR / "card.json").is_file() or (DEFAULT_DIR / "heads.safetensors").is_file():
         bundle, _ = export_default_bundle(DEFAULT_BUNDLE_DIR)

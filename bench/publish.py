@@ -39,7 +39,7 @@ from agent.publish import Publisher, encode_record  # noqa: E402
 from agent.settings import KafkaSettings, PublishSettings  # noqa: E402
 from agent.spool import Spool  # noqa: E402
 from agent.topics import ensure_topics  # noqa: E402
-from agent.types import Features, Score, StreamId, TaskScore, Transcript, Window  # noqa: E402
+from core.types import Features, Score, StreamId, TaskScore, Transcript, Window  # noqa: E402
 
 
 def make_score(stream: StreamId, seq: int) -> Score:

@@ -27,12 +27,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.commands.replay import run_replay  # noqa: E402
 from agent.evaluate import latency_stats, windows_from_messages  # noqa: E402
 from agent.file_source import collect_sources, file_media  # noqa: E402
 from agent.jsonl_sink import read_jsonl  # noqa: E402
 from agent.replay import media_span_s  # noqa: E402
 from agent.settings import Settings  # noqa: E402
+from cli.commands.replay import run_replay  # noqa: E402
 
 DATA = (REPO / ".." / "shared" / "data").resolve()
 RTF_TARGET = 0.5

@@ -28,7 +28,7 @@ import numpy as np
 from agent.bundle import ModelBundle
 from agent.scoring import Scorer, pad_batch
 from agent.settings import ScoringSettings
-from agent.types import Features, StreamId, Transcript, Window
+from core.types import Features, StreamId, Transcript, Window
 from exporters.cases import REAL_SENTENCES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
@@ -39,10 +39,10 @@ def build_bundle(work: Path, *, pack_text: bool = True) -> tuple[Path, dict, obj
     pack_text=False: the padded text encoder (MMSA's graph), for comparison."""
     import torch
 
+    from core.card import TaskInfo
+    from core.features import FeatureSpec
     from exporters.bundle import ExportRequest, export_bundle
-    from exporters.card import TaskInfo
     from models.config import SelfMMConfig, default_text_encoder_dir
-    from models.features import FeatureSpec
     from models.selfmm import SelfMM
 
     encoder = default_text_encoder_dir()

@@ -16,8 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from exporters import quantize
-from exporters.card import (
+from core.card import (
     FeatureSource,
     ModelCard,
     TaskInfo,
@@ -26,6 +25,7 @@ from exporters.card import (
     Variant,
     describe_graph,
 )
+from exporters import quantize
 from exporters.cases import random_cases, real_text_cases, sample_cases
 from exporters.errors import ExportError
 from exporters.onnx import (

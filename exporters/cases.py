@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from exporters.errors import ExportError
 from exporters.onnx import INPUT_NAMES, InputCase
@@ -92,7 +93,6 @@ def real_text_cases(
     tokenizer_dir: Path, *, audio_dim: int, vision_dim: int, text_max_length: int, seed: int = 1
 ) -> list[InputCase]:
     """Real sentences through the bundle's tokenizer, one at a time and as one padded batch."""
-    from tokenizers import Tokenizer
 
     path = tokenizer_dir / "tokenizer.json"
     if not path.is_file():

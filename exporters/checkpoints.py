@@ -9,9 +9,12 @@ from typing import Any
 
 from torch import nn
 
+from core.card import TaskInfo, UninformedInput, sha256_file
+from core.features import FeatureSpec
 from exporters.bundle import ExportRequest
-from exporters.card import TaskInfo, UninformedInput, sha256_file
 from exporters.errors import ExportError
+from models.checkpoint import load_checkpoint, load_mmsa_state_dict
+from models.config import SelfMMConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,6 @@ def mmsa_export(
     pth: Path, *, preset: str, text_encoder_dir: Path, out_dir: Path, task: str = "sentiment", **options: Any
 ) -> tuple[nn.Module, ExportRequest]:
     """An MMSA AMIO state dict, loaded strictly into our Self-MM built from the preset and encoder config."""
-    from models.checkpoint import load_mmsa_state_dict
-    from models.config import SelfMMConfig
 
     if preset not in MMSA_FEATURES:
         raise ExportError(f"unknown preset {preset!r}: expected one of {', '.join(MMSA_FEATURES)}")
@@ -94,7 +95,6 @@ def checkpoint_export(
     checkpoint: Path, *, out_dir: Path, feature_spec: dict[str, Any] | None = None, **options: Any
 ) -> tuple[nn.Module, ExportRequest]:
     """Our checkpoint directory; the feature spec comes from its metadata unless given explicitly."""
-    from models.checkpoint import load_checkpoint
 
     model, config, metadata = load_checkpoint(checkpoint)
     encoder_dir = Path(config.text_encoder_dir)
@@ -145,7 +145,6 @@ def uninformed_inputs(
 
 
 def _default_feature_spec(encoder_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    from models.features import FeatureSpec
 
     log.warning(
         "%s: metadata.json has no feature_spec; assuming the current extractors with default settings "

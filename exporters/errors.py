@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.errors import AffectstreamError
+from core.errors import AffectstreamError
 
 
 class ExportError(AffectstreamError):

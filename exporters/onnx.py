@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
-from exporters.card import TensorInfo, ValidationResult
+from core.card import GRAPH_INPUTS, INPUT_NAMES, TensorInfo, ValidationResult
 from exporters.errors import ExportError, ExportValidationError
 from exporters.packed_text import PackedBertCLS, can_pack
 
@@ -23,16 +24,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 FP32_ATOL = 1e-4  # ORT vs torch eval on M/T/A/V; measured differences are ~1e-7 (small BERT) to ~1e-5
-INPUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("input_ids", "int64", ("batch", "text_length")),
-    ("attention_mask", "int64", ("batch", "text_length")),
-    ("token_type_ids", "int64", ("batch", "text_length")),
-    ("audio", "float32", ("batch", "audio_length", "audio_dim")),
-    ("audio_lengths", "int64", ("batch",)),
-    ("vision", "float32", ("batch", "vision_length", "vision_dim")),
-    ("vision_lengths", "int64", ("batch",)),
-)
-INPUT_NAMES = tuple(name for name, _, _ in INPUTS)
 MULTIMODAL_OUTPUT = "M"
 UNIMODAL_OUTPUTS = ("T", "A", "V")
 Feeds = dict[str, np.ndarray]
@@ -78,7 +69,9 @@ class InferenceGraph(nn.Module):
 
 def input_infos(audio_dim: int, vision_dim: int) -> tuple[TensorInfo, ...]:
     dims = {"audio_dim": audio_dim, "vision_dim": vision_dim}
-    return tuple(TensorInfo(name, dtype, tuple(dims.get(axis, axis) for axis in axes)) for name, dtype, axes in INPUTS)
+    return tuple(
+        TensorInfo(name, dtype, tuple(dims.get(axis, axis) for axis in axes)) for name, dtype, axes in GRAPH_INPUTS
+    )
 
 
 def output_infos(names: Sequence[str]) -> tuple[TensorInfo, ...]:
@@ -91,7 +84,7 @@ def export_graph(graph: InferenceGraph, example: InputCase, path: Path, *, opset
         raise ExportError(f"opset {opset} is too old: LayerNormalization needs opset >= 17")
     graph.eval()
     dynamic_axes: dict[str, dict[int, str]] = {
-        name: {i: axis for i, axis in enumerate(axes) if not axis.endswith("_dim")} for name, _, axes in INPUTS
+        name: {i: axis for i, axis in enumerate(axes) if not axis.endswith("_dim")} for name, _, axes in GRAPH_INPUTS
     }
     dynamic_axes.update({name: {0: "batch"} for name in graph.output_names})
     args = tuple(torch.from_numpy(example.feeds[name]) for name in INPUT_NAMES)
@@ -126,7 +119,6 @@ def torch_runner(graph: InferenceGraph) -> Callable[[Feeds], dict[str, np.ndarra
 
 
 def onnx_runner(path: Path, provider: str = "CPUExecutionProvider") -> Callable[[Feeds], dict[str, np.ndarray]]:
-    import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=[provider])

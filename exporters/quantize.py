@@ -8,7 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from exporters.card import ValidationResult
+import onnx
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from core.card import ValidationResult
 from exporters.errors import ExportError
 from exporters.onnx import InputCase, compare, onnx_runner
 
@@ -21,8 +25,6 @@ INT8_ATOL_FRACTION = 0.05  # of the label range: beyond that the int8 graph is n
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> None:
     """Float16 weights and activations; inputs and outputs stay float32 so callers do not change."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(fp32_path))
     try:
@@ -52,7 +54,6 @@ def _sort_topologically(graph: Any) -> None:
 
 def validate_fp16(fp16_path: Path, fp32_path: Path, cases: Sequence[InputCase]) -> ValidationResult:
     """fp16 vs fp32 with FP16_ATOL on the CPU provider when it runs the graph; else a structure check."""
-    import onnx
 
     onnx.checker.check_model(onnx.load(str(fp16_path)))
     try:
@@ -82,7 +83,6 @@ def validate_fp16(fp16_path: Path, fp32_path: Path, cases: Sequence[InputCase]) 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> None:
     """Dynamic (weight-only int8, activations quantised at run time) quantisation for the CPU provider."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level

@@ -1,6 +1,6 @@
 """Recordings + a labels CSV -> an MMSA-format pickle, with exactly the features the agent computes live.
 
-Each labelled segment is decoded with ``agent.media.decode_file`` (16 kHz mono float32 audio, RGB frames),
+Each labelled segment is decoded with ``core.media.decode_file`` (16 kHz mono float32 audio, RGB frames),
 its frames sampled to ``vision_fps`` with the agent's own ``FrameSampler``, wrapped in the agent's ``Window``
 and ``Transcript`` types and passed to ``FeatureExtractor.extract`` — the same call the live pipeline makes.
 
@@ -13,6 +13,7 @@ end of the file), ``label``, optional ``label_T``/``label_A``/``label_V``, optio
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import ConfigError, MediaError
-from agent.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
+from core.errors import ConfigError, MediaError
+from core.features import FeatureExtractor, FeatureSpec
+from core.media import decode_file
+from core.mediatime import sample_frames as sample_media
+from core.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
 from models.dataset_pickle import assemble, write_pickle
-from models.features import FeatureExtractor, FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +137,12 @@ def read_labels(path: Path) -> list[LabelRow]:
 
 
 def sample_frames(frames: list[VideoFrame], vision_fps: float) -> tuple[VideoFrame, ...]:
-    """The frames live ingest and replay keep (`agent.file_source.sample_frames`: one per 1/fps slot)."""
-    from agent.file_source import sample_frames as sample_media
-
+    """The frames live ingest and replay keep (`core.mediatime.sample_frames`: one per 1/fps slot)."""
     return tuple(item for item in sample_media(frames, vision_fps) if isinstance(item, VideoFrame))
 
 
 def segment_window(path: Path, row: LabelRow, vision_fps: float) -> Window:
     """Decode one labelled segment into the agent's Window (same decoder and frame sampling as live)."""
-    from agent.media import decode_file
-
     chunks: list[AudioChunk] = []
     frames: list[VideoFrame] = []
     for item in decode_file(path, start_s=row.start_s or None, end_s=row.end_s):
@@ -208,7 +207,6 @@ def _extract_row(
 
 def text_hidden_size(text_encoder: Path) -> int:
     """hidden_size from the text encoder's config.json (the width of the placeholder ``text`` array)."""
-    import json
 
     config = Path(text_encoder) / "config.json"
     if not config.is_file():
@@ -251,7 +249,6 @@ def build_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Build ``out`` (pickle) and ``out.json`` (spec and counts); returns the summary written to the JSON."""
-    import json
 
     if not recordings.is_dir():
         raise ConfigError(f"recordings directory not found: {recordings}")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from core.features import FeatureSpec
     from models.dataset_builder import Sample
-    from models.features import FeatureSpec
 
 SPLITS = ("train", "valid", "test")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.errors import ConfigError, ModelError
+from core.errors import ConfigError, ModelError
 
 
 class ModelConfigError(ConfigError):

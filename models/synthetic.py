@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import BertConfig, BertModel
 
 SPLITS = ("train", "valid", "test")
 # A label function gets (input_ids [N,L] int, audio [N,Ta,Da], audio_lengths [N], vision [N,Tv,Dv],
@@ -97,8 +99,6 @@ def write_tiny_bert(
     intermediate_size: int = 64, vocab_size: int = 30522, max_positions: int = 128,
 ) -> Path:
     """Save a randomly initialised small BertModel + a vocab.txt (so BertTokenizer loads it too)."""
-    import torch
-    from transformers import BertConfig, BertModel
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from core.task_metrics import PHQ8_CUTOFF
 from models.errors import ModelConfigError
 
 TaskName = Literal["sentiment", "depression"]
-PHQ8_CUTOFF = 10.0  # PHQ-8 >= 10: the usual "current depression" cut-point (Kroenke et al. 2009)
 
 
 @dataclass(frozen=True, slots=True)

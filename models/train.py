@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from core.task_metrics import task_metrics
 from models.config import SelfMMConfig
 from models.datasets import model_inputs
-from models.metrics import task_metrics
 from models.selfmm import SelfMM
 from models.ulgm import MODES, OUTPUT_OF, ULGM
 

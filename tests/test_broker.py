@@ -77,7 +77,7 @@ def test_restart_loses_topics(fresh_kafka_broker: EmbeddedBroker) -> None:
 def test_broker_command_starts_and_stops_on_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent", "broker", "--port", str(port)],
+        [sys.executable, "-m", "cli", "broker", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

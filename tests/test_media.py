@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from agent.errors import MediaError, NoAudioError
-from agent.media import decode_file, probe
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
+from core.errors import MediaError, NoAudioError
+from core.media import decode_file, probe
+from core.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
 
 DURATION_TOLERANCE_S = 0.05
 
@@ -221,7 +221,7 @@ def test_probe_of_a_text_file_is_an_error_or_has_no_audio(tmp_path: Path) -> Non
 
 
 def test_a_change_of_sample_rate_mid_stream_keeps_the_clock_running() -> None:
-    from agent.media import _AudioClock
+    from core.media import _AudioClock
 
     clock = _AudioClock()
     chunks: list[AudioChunk] = []

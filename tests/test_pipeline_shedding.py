@@ -11,7 +11,7 @@ import pytest
 from agent import messages, metrics
 from agent.pipeline import Services, run_stream
 from agent.settings import WindowSettings
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, Features, Score, StreamId, TaskScore, Transcript, Window
+from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, Score, StreamId, TaskScore, Transcript, Window
 
 WINDOW_S = 1.0
 STREAM = StreamId("call-shed", "p1", "patient")

@@ -12,11 +12,11 @@ import pytest
 from tiny_selfmm import AUDIO_DIM, VISION_DIM, export_tiny_bundle, make_tiny_encoder, tiny_feature_spec
 
 from agent.bundle import ModelBundle, ModelInputs
-from agent.errors import ModelError
 from agent.scoring import Scorer, length_runs, pad_batch, split_cost_tokens
 from agent.settings import ScoringSettings
-from agent.types import Features, StreamId, Transcript, Window
-from exporters.card import UninformedInput
+from core.card import UninformedInput
+from core.errors import ModelError
+from core.types import Features, StreamId, Transcript, Window
 
 pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
 

@@ -11,13 +11,13 @@ import jiwer
 import numpy as np
 import pytest
 
-from agent.commands.transcribe import file_windows
-from agent.errors import ModelError
-from agent.media import decode_file
 from agent.settings import SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer, load_whisper
 from agent.text_norm import normalize, number_to_words
-from agent.types import AudioChunk, StreamId, Window
+from cli.commands.transcribe import file_windows
+from core.errors import ModelError
+from core.media import decode_file
+from core.types import AudioChunk, StreamId, Window
 
 STREAM = StreamId("call-1", "patient-1", "patient")
 WER_FILES = ("speech/jfk/", "speech/librivox_sense_and_sensibility/", "speech/ljspeech/")

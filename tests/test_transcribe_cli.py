@@ -13,9 +13,9 @@ from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
 from agent.broker import EmbeddedBroker
-from agent.cli import app
 from agent.text_norm import normalize
 from agent.transcripts_io import stream_for_file
+from cli.main import app
 
 CLOSED_BY = {"utterance", "max_length", "hop", "stream_end"}
 
@@ -85,7 +85,7 @@ def test_a_missing_file_fails_with_exit_code_2_naming_it(tmp_path: Path) -> None
     missing = tmp_path / "nothing-here.mp4"
     started = time.monotonic()
     process = subprocess.run(
-        [sys.executable, "-m", "agent", "transcribe", str(missing)],
+        [sys.executable, "-m", "cli", "transcribe", str(missing)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.media import decode_file
-from agent.types import AudioChunk
 from agent.vad import SILERO_FRAME_SAMPLES, SileroVad
+from core.media import decode_file
+from core.types import AudioChunk
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_reset_forgets_the_stream(jfk: np.ndarray) -> None:
 
 
 def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
-    from agent.errors import ModelError
+    from core.errors import ModelError
 
     with pytest.raises(ModelError, match="Silero"):
         SileroVad(str(tmp_path / "missing.onnx"))

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.media import decode_file
 from agent.settings import WindowSettings
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame, Window
 from agent.vad import SILERO_FRAME_SAMPLES, SileroVad, VoiceActivityDetector
 from agent.windows import Windower
+from core.media import decode_file
+from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame, Window
 
 STREAM = StreamId("call-1", "patient-1", "patient")
 RATE = SAMPLE_RATE_HZ

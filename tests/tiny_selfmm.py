@@ -53,8 +53,8 @@ def export_tiny_bundle(
     encoder_dir: Path, out_dir: Path, *, seed: int = 0, task: str = "sentiment", **request: Any
 ) -> Path:
     """Export + validate a tiny model into a bundle (fp16 and int8 off unless asked: they cost time)."""
+    from core.card import TaskInfo
     from exporters.bundle import ExportRequest, export_bundle
-    from exporters.card import TaskInfo
     from models.tasks import make_task
 
     model = make_tiny_model(encoder_dir, seed=seed, task=task)

@@ -21,7 +21,7 @@ import logging
 import random
 from pathlib import Path
 
-from agent.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

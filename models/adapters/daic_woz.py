@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

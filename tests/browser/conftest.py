@@ -35,7 +35,7 @@ def fake_capture(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default bundle (`make bundle`) when its source is in the checkout, else a tiny servable one."""
-    from models.default_model import (
+    from default_model.artefacts import (
         DEFAULT_BUNDLE_DIR,
         DEFAULT_DIR,
         SOURCE_FILES,
@@ -57,10 +57,10 @@ def _tiny_live_bundle(directory: Path) -> Path:
     import torch
     from tiny_selfmm import make_tiny_encoder
 
+    from core.card import TaskInfo
+    from core.features import FeatureSpec
     from exporters.bundle import ExportRequest, export_bundle
-    from exporters.card import TaskInfo
     from models.config import SelfMMConfig
-    from models.features import FeatureSpec
     from models.selfmm import SelfMM
     from models.tasks import make_task
 

@@ -26,12 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from agent.broker import EmbeddedBroker
-from agent.demo import read_scores
 from agent.loopback import configure_loopback, current_mode
 from agent.server import AgentServer
 from agent.services import open_runtime
 from agent.settings import Settings
-from agent.types import StreamId
+from cli.demo import read_scores
+from core.types import StreamId
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -11,7 +11,7 @@ import pytest
 from dataset_testing import train_one_epoch
 from typer.testing import CliRunner
 
-from agent.cli import app
+from cli.main import app
 from models.adapters.crema_d import assign_splits, read_summary, vote_valence
 from models.datasets import load_mmsa_pickle
 

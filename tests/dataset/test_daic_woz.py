@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from dataset_testing import train_one_epoch
 
-from agent.errors import ConfigError, MediaError
+from core.errors import ConfigError, MediaError
 from models.adapters.daic_woz import Turn, merge_turns, participant_turns, write_labels
 from models.dataset_builder import build_dataset
 
@@ -143,7 +143,7 @@ def test_whisper_transcribes_segments_without_text(
 ) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.main import app
 
     write_labels(daic_root, tmp_path / "with_text.csv")
     with open(tmp_path / "with_text.csv", newline="") as handle:

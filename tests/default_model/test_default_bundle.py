@@ -10,25 +10,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import ModelError
+from agent.bundle import resolve_bundles
 from agent.scoring import ModelBundle, Scorer, pad_batch
 from agent.settings import ScoringSettings
-from agent.types import SAMPLE_RATE_HZ, Features
-from exporters.card import ModelCard
-from models.corpus_vader import load_corpus, sample_per_corpus, split_corpus
-from models.default_build import pearson, vader_scores
-from models.default_dataset import MAX_SPEECH_S, transcript_of, window_of
-from models.default_model import (
+from core.card import ModelCard
+from core.errors import ModelError
+from core.features import FeatureExtractor, FeatureSpec
+from core.types import SAMPLE_RATE_HZ, Features
+from default_model.artefacts import (
     DEFAULT_DIR,
     FACTS_FILE,
     SOURCE_FILES,
     bundle_is_current,
     export_default_bundle,
     load_default,
-    resolve_bundles,
 )
-from models.features import FeatureExtractor, FeatureSpec
-from models.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
+from default_model.build import pearson, vader_scores
+from default_model.corpus import load_corpus, sample_per_corpus, split_corpus
+from default_model.dataset import MAX_SPEECH_S, transcript_of, window_of
+from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_COMMITTED_BYTES = 10 * 1024 * 1024

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.corpus_vader import (
+from default_model.corpus import (
     CORPORA,
     CorpusError,
     RatedSentence,

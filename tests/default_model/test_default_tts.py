@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.types import SAMPLE_RATE_HZ
-from models.corpus_vader import RatedSentence
-from models.features import FeatureExtractor, FeatureSpec, audio_features
-from models.tts import (
+from core.features import FeatureExtractor, FeatureSpec, audio_features
+from core.types import SAMPLE_RATE_HZ
+from default_model.corpus import RatedSentence
+from default_model.tts import (
     HELDOUT_VOICES,
     TRAIN_VOICES,
     TTSError,
@@ -76,8 +76,8 @@ def test_many_in_order_with_a_post_step() -> None:
 
 def test_training_sample_uses_the_agent_extractor() -> None:
     """A spoken training sentence equals what FeatureExtractor.extract gives for that window."""
+    from default_model.dataset import speak_and_extract, transcript_of, window_of
     from models.config import default_text_encoder_dir
-    from models.default_dataset import speak_and_extract, transcript_of, window_of
 
     encoder = default_text_encoder_dir()
     extractor = FeatureExtractor(FeatureSpec.for_tokenizer(Path(encoder)), Path(encoder), use_vision=False)

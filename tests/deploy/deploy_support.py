@@ -14,6 +14,7 @@ from dockerfile_parse import DockerfileParser
 from pydantic import BaseModel
 
 from agent.settings import Settings
+from cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -93,9 +94,7 @@ def interpolate(value: str, given: dict[str, str]) -> str:
 
 def cli_group() -> Any:
     """The click group behind the typer app (typer may ship its own click, so no isinstance check)."""
-    from agent import cli
-
-    group = typer.main.get_command(cli.app)
+    group = typer.main.get_command(cli_main.app)
     assert hasattr(group, "commands")
     return group
 

@@ -110,7 +110,7 @@ def test_torch_only_in_the_bundle_stage_pinned_from_the_cpu_index(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_bundle_source_is_the_default_models_directory(dockerfile):
-    from models.default_model import DEFAULT_DIR
+    from default_model.artefacts import DEFAULT_DIR
 
     stage = {s[0]["value"].split()[-1]: s for s in stages(dockerfile)}["bundle"]
     assert _values(stage, "WORKDIR") == ["/src"] and _values(stage, "COPY") == [". ."]

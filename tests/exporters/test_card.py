@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.bundle import feature_spec_mismatch
-from agent.errors import ModelError
-from exporters.card import (
+from core.card import (
     GraphFile,
     ModelCard,
     TaskInfo,
@@ -18,6 +17,7 @@ from exporters.card import (
     ValidationResult,
     Variant,
 )
+from core.errors import ModelError
 
 
 def make_card() -> ModelCard:

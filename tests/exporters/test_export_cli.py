@@ -12,9 +12,9 @@ from tiny_selfmm import make_tiny_model, tiny_feature_spec
 from typer.testing import CliRunner
 
 from agent.bundle import ModelBundle
-from agent.cli import app
-from agent.errors import ModelError
-from exporters.card import ModelCard
+from cli.main import app
+from core.card import ModelCard
+from core.errors import ModelError
 from exporters.cases import real_text_cases
 
 

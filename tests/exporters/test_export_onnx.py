@@ -12,9 +12,9 @@ import pytest
 from tiny_selfmm import export_tiny_bundle, make_tiny_model, tiny_feature_spec
 
 from agent.bundle import ModelBundle
-from agent.errors import ModelError
+from core.card import ModelCard, sha256_file
+from core.errors import ModelError
 from exporters import bundle as bundle_module
-from exporters.card import ModelCard, sha256_file
 from exporters.cases import random_cases, real_text_cases
 from exporters.errors import ExportValidationError
 from exporters.onnx import INPUT_NAMES, InferenceGraph, torch_runner

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_selfmm import export_tiny_bundle, make_tiny_model
 
-from exporters.card import ModelCard
+from core.card import ModelCard
 from exporters.onnx import InferenceGraph
 from exporters.packed_text import PackedBertCLS, can_pack
 from models.config import default_text_encoder_dir

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.features import FeatureExtractor, FeatureSpec
+from core.features import FeatureExtractor, FeatureSpec
 
 
 @pytest.fixture(scope="session")

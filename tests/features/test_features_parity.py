@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.ingest import FrameSampler
-from agent.media import decode_file
 from agent.settings import WindowSettings
-from agent.types import StreamId, Transcript, VideoFrame, Window
 from agent.windows import Windower
+from core.features import FeatureExtractor, FeatureSpec
+from core.media import decode_file
+from core.mediatime import FrameSampler
+from core.types import StreamId, Transcript, VideoFrame, Window
 from models.dataset_builder import build_dataset
-from models.features import FeatureExtractor, FeatureSpec
 
 CLIPS = {
     "crema_d/1001_DFA_ANG_XX.flv": "Don't forget a jacket.",

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import ModelError
-from agent.media import decode_file
-from agent.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
-from models import features_audio as fa
-from models import features_vision as fv
-from models.features import FeatureExtractor, FeatureSpec, audio_features, no_face_vision, speech_ratio
+from core import features_audio as fa
+from core import features_vision as fv
+from core.errors import ModelError
+from core.features import FeatureExtractor, FeatureSpec, audio_features, no_face_vision, speech_ratio
+from core.media import decode_file
+from core.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
 
 SR = 16_000
 

@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from agent.ingest import AudioConverter, AudioTimeline, FrameSampler, MediaMerger, OverloadError, Placement
-from agent.types import SAMPLE_RATE_HZ, AudioChunk
+from core.mediatime import AudioConverter, AudioTimeline, FrameSampler, MediaMerger, OverloadError, Placement
+from core.types import SAMPLE_RATE_HZ, AudioChunk
 
 # (frames as (timestamp, n_samples) at 48 kHz, expected placements, expected counters)
 TIMELINE_CASES = {

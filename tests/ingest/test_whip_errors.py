@@ -27,8 +27,8 @@ from whip_testing import (
 
 from agent import metrics
 from agent.stream_client import stream_file
-from agent.types import SAMPLE_RATE_HZ
 from agent.whip import WhipServer
+from core.types import SAMPLE_RATE_HZ
 
 pytestmark = pytest.mark.integration
 

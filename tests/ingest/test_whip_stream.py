@@ -23,7 +23,7 @@ from whip_testing import (
 )
 
 from agent.stream_client import stream_file
-from agent.types import SAMPLE_RATE_HZ
+from core.types import SAMPLE_RATE_HZ
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ async def test_audio_only_recording(whip_server: ServerFactory, codec: str) -> N
 async def test_stream_command_sends_a_file(whip_server: ServerFactory) -> None:
     _, url, collector = await whip_server()
     env = {**os.environ, "AFFECTSTREAM_INGEST__ICE_LOOPBACK": "only"}
-    command = [sys.executable, "-m", "agent", "stream", str(SPEECH_CLIP), "--url", stream_url(url), "--token"]
+    command = [sys.executable, "-m", "cli", "stream", str(SPEECH_CLIP), "--url", stream_url(url), "--token"]
     process = await asyncio.create_subprocess_exec(
         *command,
         TOKEN,

@@ -8,12 +8,12 @@ import aioice.ice
 import pytest
 from whip_testing import SPEECH_CLIP, TOKEN, ServerFactory, stream_url
 
-from agent.errors import ConfigError
 from agent.loopback import configure_loopback, current_mode, host_addresses
 from agent.sessions import IngestSession
 from agent.settings import IngestSettings, Settings
 from agent.stream_client import StreamError, stream_file
 from agent.whip import WhipServer
+from core.errors import ConfigError
 
 
 async def _nothing(session: IngestSession) -> None:

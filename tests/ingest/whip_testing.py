@@ -16,8 +16,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from agent.sessions import IngestSession
-from agent.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
 from agent.whip import WhipServer
+from core.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
 
 TOKEN = "test-token-1"
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.types import Features, Score, StreamId, TaskScore, Transcript, Window, Word
+from core.types import Features, Score, StreamId, TaskScore, Transcript, Window, Word
 
 SECRET_TEXT = "my private symptom words zebra-quartz"  # must never appear in logs or score messages
 

@@ -14,7 +14,7 @@ from kafka_factories import make_score
 from kafka_helpers import kafka_settings, publish_settings
 
 from agent.publish import Publisher
-from agent.types import StreamId
+from core.types import StreamId
 
 
 async def main(bootstrap: str, prefix: str, spool_dir: Path, count: int) -> None:

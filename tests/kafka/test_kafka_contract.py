@@ -14,7 +14,7 @@ from kafka_factories import SECRET_TEXT, make_score
 from agent import messages
 from agent.errors import PublishError
 from agent.rules import AlertEvent
-from agent.types import StreamId
+from core.types import StreamId
 
 STREAM = StreamId("call-1", "patient-7", "patient")
 

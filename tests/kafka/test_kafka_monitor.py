@@ -15,7 +15,7 @@ from kafka_helpers import kafka_settings, publish_settings, read_topic
 
 from agent import messages
 from agent.publish import Publisher
-from agent.types import StreamId
+from core.types import StreamId
 
 pytestmark = pytest.mark.integration
 CHILD = Path(__file__).with_name("monitor_child.py")
@@ -31,7 +31,7 @@ CLINICIAN = StreamId("call-m", "clinician", "clinician")
 def _spawn(bootstrap: str, prefix: str, group: str, rules: Path, crash: str) -> subprocess.Popen[str]:
     """The monitor with a fault-injection hook (monitor_child.py), or the real CLI when crash == "none"."""
     if crash == "none":
-        command = [sys.executable, "-m", "agent", "--log-level", "DEBUG", "monitor", "--rules", str(rules)]
+        command = [sys.executable, "-m", "cli", "--log-level", "DEBUG", "monitor", "--rules", str(rules)]
     else:
         command = [sys.executable, str(CHILD), bootstrap, prefix, group, str(rules), crash]
     env = {

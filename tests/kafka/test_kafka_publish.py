@@ -19,7 +19,7 @@ from agent import messages
 from agent.broker import free_port
 from agent.errors import SpoolFullError
 from agent.publish import Publisher
-from agent.types import StreamId
+from core.types import StreamId
 
 pytestmark = pytest.mark.integration
 STREAMS = [StreamId("call-1", "patient", "patient"), StreamId("call-1", "clinician", "clinician"),

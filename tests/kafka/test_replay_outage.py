@@ -24,7 +24,7 @@ from agent.file_source import collect_sources
 from agent.replay import ReplayOptions, replay
 from agent.services import open_runtime
 from agent.settings import Settings
-from agent.types import Score
+from core.types import Score
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,8 @@ ACKED_BEFORE_STOP = 1  # windows on the broker before it goes down (reading them
 def sentiment_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default sentiment bundle: the checkout's export when current, else exported afresh (as the live
     tests do)."""
-    from models.default_model import DEFAULT_BUNDLE_DIR, bundle_is_current, export_default_bundle
+    from core.card import DEFAULT_BUNDLE_DIR
+    from default_model.artefacts import bundle_is_current, export_default_bundle
 
     if bundle_is_current(REPO_ROOT / DEFAULT_BUNDLE_DIR):
         return REPO_ROOT / DEFAULT_BUNDLE_DIR

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
 from agent.rules import Fence, Observation, Rule, RuleEngine, load_rules
-from agent.types import StreamId
+from core.errors import ConfigError
+from core.types import StreamId
 
 A = StreamId("call-a", "p1")
 B = StreamId("call-b", "p1")

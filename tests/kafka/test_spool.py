@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError, SpoolFullError
+from agent.errors import SpoolFullError
 from agent.spool import Spool
+from core.errors import ConfigError
 
 
 def _drain(spool: Spool, batch: int = 3) -> list[bytes]:

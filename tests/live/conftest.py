@@ -18,7 +18,7 @@ def live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Either way the card's feature spec is the one the agent computes (`FeatureSpec.for_tokenizer`), so
     `open_runtime` accepts it and every stage runs for real; only the tiny model's weights are random.
     """
-    from models.default_model import DEFAULT_DIR, export_default_bundle
+    from default_model.artefacts import DEFAULT_DIR, export_default_bundle
 
     if (DEFAULT_DIR / "heads.safetensors").is_file():
         bundle, _ = export_default_bundle(tmp_path_factory.mktemp("default") / "bundle", variants=False)

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from agent.file_source import ReplaySource, file_media
 from agent.pipeline import Services, run_stream
 from agent.settings import Settings, WindowSettings
-from agent.types import Score, StreamId, Transcript
+from core.types import Score, StreamId, Transcript
 
 TOKEN = "live-test-token"
 DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
@@ -44,10 +44,10 @@ def export_tiny_live_bundle(encoder_dir: Path, out_dir: Path) -> Path:
     import torch
     from tiny_selfmm import make_tiny_encoder
 
+    from core.card import TaskInfo
+    from core.features import FeatureSpec
     from exporters.bundle import ExportRequest, export_bundle
-    from exporters.card import TaskInfo
     from models.config import SelfMMConfig
-    from models.features import FeatureSpec
     from models.selfmm import SelfMM
     from models.tasks import make_task
 

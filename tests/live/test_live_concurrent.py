@@ -172,7 +172,7 @@ async def _vanishing_client(base: str, server: AgentServer) -> tuple[int, str | 
     streamed for VANISH_AFTER_S."""
     env = dict(os.environ, AFFECTSTREAM_INGEST__ICE_LOOPBACK="only")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "stream", str(CREMA), "--url", whip_url(base, CALL_VANISH),
+        sys.executable, "-m", "cli", "stream", str(CREMA), "--url", whip_url(base, CALL_VANISH),
         "--token", TOKEN, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     key = _stream_key(CALL_VANISH)

@@ -32,13 +32,13 @@ from live_support import (
     words,
 )
 
-from agent.media import decode_file
 from agent.server import AgentServer
 from agent.services import Runtime, open_runtime
 from agent.settings import Settings, WindowSettings
 from agent.stream_client import stream_file
 from agent.text_norm import normalize
-from agent.types import AudioChunk, Score
+from core.media import decode_file
+from core.types import AudioChunk, Score
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ from agent.pipeline import run_stream
 from agent.server import AgentServer
 from agent.services import open_runtime
 from agent.stream_client import StreamError, stream_file
-from agent.types import Score, StreamId
+from core.types import Score, StreamId
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +168,7 @@ async def test_sigterm_flushes_the_window_in_progress(kafka_broker: Any, live_bu
         AFFECTSTREAM_INGEST__ICE_LOOPBACK="only",
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "serve", "--port", str(port), cwd=REPO, env=env,
+        sys.executable, "-m", "cli", "serve", "--port", str(port), cwd=REPO, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from models.metrics import depression_metrics, regression_metrics, weighted_f1
+from core.task_metrics import depression_metrics, regression_metrics, weighted_f1
 
 
 def _mmsa(dataset: str, pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

@@ -89,7 +89,7 @@ def test_five_adam_groups_as_mmsa(tiny_bert_dir: Path) -> None:
 
 
 def test_cli_train_then_test(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_path: Path) -> None:
-    from agent.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     out = tmp_path / "run"
@@ -117,7 +117,7 @@ def test_cli_train_then_test(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_pa
 def test_cli_test_scores_an_mmsa_pth(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_path: Path) -> None:
     from selfmm_testing import mmsa_model
 
-    from agent.cli import app
+    from cli.main import app
 
     config = SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir)
     torch.manual_seed(8)
@@ -139,7 +139,7 @@ def test_cli_test_scores_an_mmsa_pth(tiny_bert_dir: Path, synthetic_pickle: Path
 
 
 def test_cli_refuses_mismatched_data(tiny_bert_dir: Path, synthetic_pickle: Path, tmp_path: Path) -> None:
-    from agent.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path),
                                       "--text-encoder", str(tiny_bert_dir)])

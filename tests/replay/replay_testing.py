@@ -14,10 +14,10 @@ def export_replay_bundle(root: Path, *, seed: int = 0) -> Path:
     """A tiny text+audio Self-MM bundle (vision uninformed, like the default model) the agent can serve."""
     import torch
 
+    from core.card import TaskInfo, UninformedInput
+    from core.features import FeatureSpec, no_face_vision
     from exporters.bundle import ExportRequest, export_bundle
-    from exporters.card import TaskInfo, UninformedInput
     from models.config import SelfMMConfig
-    from models.features import FeatureSpec, no_face_vision
     from models.selfmm import SelfMM
     from models.tasks import make_task
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
 from agent.evaluate import LabelSegment, evaluate, latency_stats, match, read_labels, windows_from_messages
 from agent.report import compare_windows
+from core.errors import ConfigError
 
 
 def message(seq: int, start_s: float, end_s: float, m: float, *, call_id: str = "x.mp4", shed: bool = False,

@@ -19,9 +19,9 @@ from replay_testing import CREMA_MIX
 from typer.testing import CliRunner
 
 from agent.broker import EmbeddedBroker
-from agent.cli import app
-from agent.commands.replay import run_replay
 from agent.settings import Settings
+from cli.commands.replay import run_replay
+from cli.main import app
 from models.adapters.crema_d import vote_valence
 
 pytestmark = pytest.mark.integration  # real Whisper, ONNX Runtime, broker
@@ -85,8 +85,8 @@ def test_replaying_twice_in_fast_mode_gives_identical_windows_and_scores(runs: d
 
 
 def test_json_lines_carry_the_kafka_messages(runs: dict[str, Any], kafka_broker: EmbeddedBroker) -> None:
-    from agent.commands.evaluate import read_topic
     from agent.settings import KafkaSettings
+    from cli.commands.evaluate import read_topic
 
     on_kafka = read_topic(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), runs["topic"])
     lines = read_lines(runs["work"] / "a.jsonl")

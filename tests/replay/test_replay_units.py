@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import ConfigError, MediaError
-from agent.file_source import call_id_candidates, call_id_for, collect_sources, sample_frames
-from agent.ingest import FrameSampler
-from agent.types import AudioChunk, VideoFrame
+from agent.file_source import call_id_candidates, call_id_for, collect_sources
+from core.errors import ConfigError, MediaError
+from core.mediatime import FrameSampler, sample_frames
+from core.types import AudioChunk, VideoFrame
 from models.dataset_builder import sample_frames as builder_sample_frames
 
 
@@ -100,7 +100,7 @@ def test_bad_paths_and_ranges_fail_before_any_work(tmp_path: Path) -> None:
 def test_cli_refuses_bad_input_before_loading_models(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     missing = runner.invoke(app, ["replay", str(tmp_path / "nope.mp4"), "--no-kafka", "--output",

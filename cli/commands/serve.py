@@ -1,0 +1,64 @@
+"""`affectstream serve`: WHIP ingest → pipeline → Kafka, with /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from agent.server import AgentServer
+from agent.services import open_runtime
+from cli.options import build_settings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings) -> None:  # type: ignore[no-untyped-def]
+    """Listen at once (/healthz answers, /readyz is 503 while models load), then load, attach and serve
+    until SIGTERM/SIGINT: stop accepting, end the sessions (last windows flushed), flush the producer."""
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = AgentServer(settings)
+    await server.start()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            loading = asyncio.create_task(stack.enter_async_context(open_runtime(settings)), name="load")
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not loading.done():
+                loading.cancel()
+                log.info("stopped while loading models")
+                return
+            server.attach(loading.result())
+            log.info("ready", extra={"url": server.url})
+            await stop.wait()
+            log.info("shutting down: no new sessions, flushing windows and the producer")
+            await server.close()  # sessions end; their last windows are scored and handed to the publisher
+        # leaving the stack closed the runtime: scorer stopped, producer flushed and closed
+    finally:
+        await server.close()
+    log.info("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        port: Annotated[int | None, typer.Option(help="HTTP port (default: ingest.port)")] = None,
+        host: Annotated[str | None, typer.Option(help="listen address (default: ingest.host)")] = None,
+    ) -> None:
+        """Accept calls over WHIP, score every window, publish to Kafka (needs ingest.tokens)."""
+
+        settings = build_settings()
+        if port is not None:
+            settings.ingest.port = port
+        if host is not None:
+            settings.ingest.host = host
+        asyncio.run(serve(settings))

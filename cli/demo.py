@@ -1,0 +1,114 @@
+"""The main job on the embedded defaults: broker + agent + a generated sample call over WebRTC → score table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from agent.broker import EmbeddedBroker, free_port
+from agent.server import AgentServer
+from agent.services import open_runtime
+from agent.settings import Settings
+from agent.stream_client import stream_file
+from cli.sample_call import ensure_sample_call
+from core.types import StreamId
+
+log = logging.getLogger(__name__)
+
+DEMO_DIR = Path(".affectstream") / "demo"
+DEMO_STREAM = StreamId("demo-call", "patient", "patient")
+
+
+def demo_settings(settings: Settings, bootstrap_servers: str) -> Settings:
+    """The demo's own corner of the settings: embedded broker, loopback-only WebRTC, a one-off token."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers}),
+            "ingest": settings.ingest.model_copy(
+                update={"port": 0, "tokens": [SecretStr(secrets.token_urlsafe(16))], "ice_loopback": "only"}
+            ),
+            "publish": settings.publish.model_copy(update={"spool_dir": DEMO_DIR / "spool"}),
+        }
+    )
+
+
+async def run_demo(settings: Settings, call: Path) -> list[dict[str, Any]]:
+    """Stream `call` into a running agent over WebRTC; returns the score messages read back from Kafka."""
+
+    token = settings.ingest.tokens[0].get_secret_value()
+    async with open_runtime(settings) as runtime:
+        server = AgentServer(settings, runtime)
+        base = await server.start()
+        try:
+            url = (f"{base}/whip?call_id={DEMO_STREAM.call_id}&participant_id={DEMO_STREAM.participant_id}"
+                   f"&role={DEMO_STREAM.role}")
+            print(f"streaming {call} over WebRTC to {url} (real time) ...", flush=True)
+            result = await stream_file(call, url, token, realtime=True)
+            print(f"sent {result.audio_s:.1f} s of audio and {result.video_frames} video frames", flush=True)
+        finally:
+            await server.close()  # waits for the stream's last window to be scored and published
+        assert runtime.publisher is not None
+        await runtime.publisher.wait_drained(30)
+    return read_scores(settings.kafka.bootstrap_servers, settings.kafka.topics.scores, DEMO_STREAM.key)
+
+
+def read_scores(bootstrap_servers: str, topic: str, stream_key: str, timeout_s: float = 20) -> list[dict[str, Any]]:
+    """Every score message of `stream_key` on `topic`, read from the beginning (no consumer group)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in partitions):
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if record.key == stream_key.encode():
+                    found.append(json.loads(record.value))
+    consumer.close()
+    return sorted(found, key=lambda m: m["seq"])
+
+
+def format_table(scores: list[dict[str, Any]]) -> str:
+    lines = [f"{'seq':>3}  {'start_s':>7}  {'end_s':>7}  {'closed_by':<10}  {'task':<10}  {'M':>6}  "
+             f"{'T':>6}  {'A':>6}  {'V':>6}  {'speech':>6}  {'face':>5}"]
+    for message in scores:
+        quality = message.get("quality", {})
+        tasks = message.get("scores") or [{"task": "(shed)"}]
+        for task in tasks:
+            values = [task.get(k) for k in ("m", "t", "a", "v")]
+            cells = "  ".join(f"{v:6.2f}" if isinstance(v, float | int) else f"{'-':>6}" for v in values)
+            lines.append(
+                f"{message['seq']:>3}  {message['start_s']:7.2f}  {message['end_s']:7.2f}  "
+                f"{message['closed_by']:<10}  {task['task']:<10}  {cells}  "
+                f"{quality.get('speech_ratio', 0):6.2f}  {quality.get('face_visible_ratio', 0):5.2f}"
+            )
+    return "\n".join(lines)
+
+
+def demo(settings: Settings) -> int:
+    call = ensure_sample_call(DEMO_DIR / "sample_call.mp4")
+    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
+        print(f"embedded Kafka broker (tansu) on {broker.bootstrap_servers}", flush=True)
+        configured = demo_settings(settings, broker.bootstrap_servers)
+        scores = asyncio.run(run_demo(configured, call))
+    if not scores:
+        print("no scores arrived on Kafka")
+        return 1
+    first = scores[0]["scores"][0] if scores[0].get("scores") else {}
+    print(f"\nscores of stream {DEMO_STREAM.key} read back from topic {configured.kafka.topics.scores} "
+          f"(model {first.get('model_id', '?')} {first.get('model_version', '')}; "
+          f"M = multimodal score in [{first.get('label_min', '?')}, {first.get('label_max', '?')}], "
+          "T/A/V = unimodal heads):")
+    print(format_table(scores))
+    print("\nNot a clinical instrument: see the model card (card.json in the bundle) for what it was trained on.")
+    return 0

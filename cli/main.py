@@ -1,0 +1,51 @@
+"""The `affectstream` command: one entry point, a subcommand per job (see `affectstream --help`)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli.commands import (
+    broker,
+    dataset,
+    demo,
+    evaluate,
+    export,
+    model,
+    monitor,
+    replay,
+    serve,
+    stream,
+    train,
+    transcribe,
+)
+from cli.options import global_options
+from core.errors import AffectstreamError
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="affectstream",
+    help="Streaming multimodal affect scoring of live calls (Self-MM, ONNX Runtime, Kafka).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.callback()(global_options)
+
+# Each module defines `register(app)`; one module per job keeps this file free of job logic.
+COMMAND_MODULES = (broker, transcribe, serve, stream, replay, evaluate, monitor, demo, train, export, dataset, model)
+for command_module in COMMAND_MODULES:
+    command_module.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except AffectstreamError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
