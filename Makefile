@@ -33,7 +33,7 @@ model: setup
 	$(BIN)/affectstream model build
 
 bench: setup bundle
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python -m bench.run_all
 
 lint: setup
 	$(BIN)/ruff check core agent models exporters default_model cli tests bench

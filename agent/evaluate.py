@@ -14,17 +14,15 @@ sentiment (MOSI/MOSEI-style on a -3..3 scale, SIMS-style on -1..1), PHQ-8 metric
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.file_source import call_id_candidates
 from core.errors import ConfigError
+from core.labels import LabelRow
 from core.task_metrics import task_metrics
 
 MIN_OVERLAP_FRACTION = 0.5
@@ -35,16 +33,6 @@ MATCHING_RULE = (
     "segments without a matched window are left out of the metrics"
 )
 HEADS = ("m", "t", "a", "v")
-LABEL_COLUMNS = {"m": "label", "t": "label_T", "a": "label_A", "v": "label_V"}
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSegment:
-    line: int  # in the CSV (header = 1)
-    file: str
-    start_s: float
-    end_s: float  # inf = to the end of the file
-    labels: dict[str, float]  # head (m, t, a, v) -> label; m always present
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,51 +55,9 @@ class WindowScore:
 
 @dataclass(frozen=True, slots=True)
 class SegmentResult:
-    segment: LabelSegment
+    segment: LabelRow
     windows: tuple[tuple[WindowScore, float], ...]  # matched windows with their overlap, s
     predictions: dict[str, float]  # head -> duration-weighted mean (empty when no window matched)
-
-
-def read_labels(path: Path) -> list[LabelSegment]:
-    """Labels CSV: file, start_s, end_s (empty = to the end), label[, label_T, label_A, label_V]."""
-    if not path.is_file():
-        raise ConfigError(f"labels file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("file", "start_s", "end_s", "label") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{path}: labels CSV lacks column(s) {', '.join(missing)}")
-        segments = [_segment(row, line, path) for line, row in enumerate(reader, start=2)]
-    if not segments:
-        raise ConfigError(f"{path}: no labelled segments")
-    return segments
-
-
-def _segment(row: dict[str, str], line: int, path: Path) -> LabelSegment:
-    def number(column: str, *, required: bool) -> float | None:
-        text = (row.get(column) or "").strip()
-        if not text:
-            if required:
-                raise ConfigError(f"{path}:{line}: {column} is empty")
-            return None
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"{path}:{line}: {column} must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}:{line}: {column} must be finite")
-        return value
-
-    file = (row.get("file") or "").strip()
-    if not file:
-        raise ConfigError(f"{path}:{line}: file is empty")
-    start_s = number("start_s", required=True)
-    end_s = number("end_s", required=False)
-    assert start_s is not None
-    if end_s is not None and end_s <= start_s:
-        raise ConfigError(f"{path}:{line}: end_s ({end_s}) must be after start_s ({start_s})")
-    labels = {h: v for h, c in LABEL_COLUMNS.items() if (v := number(c, required=h == "m")) is not None}
-    return LabelSegment(line, file, start_s, end_s if end_s is not None else math.inf, labels)
 
 
 def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None = None) -> list[WindowScore]:
@@ -144,7 +90,7 @@ def overlap_s(a_start: float, a_end: float, b_start: float, b_end: float) -> flo
     return max(0.0, min(a_end, b_end) - max(a_start, b_start))
 
 
-def match(windows: list[WindowScore], segments: list[LabelSegment]) -> list[SegmentResult]:
+def match(windows: list[WindowScore], segments: list[LabelRow]) -> list[SegmentResult]:
     """Apply the matching rule; one result per segment, in label order."""
     by_call: dict[str, list[int]] = {}
     for index, segment in enumerate(segments):
@@ -234,7 +180,7 @@ class Evaluation:
 
 
 def evaluate(
-    messages: Iterable[dict[str, Any]], segments: list[LabelSegment], *, name: str = "run",
+    messages: Iterable[dict[str, Any]], segments: list[LabelRow], *, name: str = "run",
     task: str | None = None, dataset: str | None = None,
 ) -> Evaluation:
     """Match, predict per segment, and compute the task's metrics; ConfigError when nothing matches."""

@@ -55,7 +55,7 @@ def producer_kwargs(kafka: KafkaSettings, publish: PublishSettings) -> dict[str,
 
 
 def consumer_kwargs(kafka: KafkaSettings, monitor: MonitorSettings) -> dict[str, Any]:
-    """A group consumer that commits by hand, tuned to join in ~3 s (stack.md)."""
+    """A group consumer that commits by hand, tuned to join in ~3 s (README.md, Stack notes)."""
     return {
         **common_kwargs(kafka),
         "group_id": monitor.group_id,

@@ -162,14 +162,18 @@ def observe_stage(stage: str, seconds: float) -> None:
 
 
 @contextmanager
-def time_stage(stage: str) -> Iterator[None]:
-    """Time the enclosed block (also when it raises) into the stage latency histogram."""
+def time_stage(stage: str, latencies_ms: dict[str, float] | None = None) -> Iterator[None]:
+    """Time the enclosed block (also when it raises) into the stage latency histogram, and, when given,
+    into `latencies_ms[stage]` in milliseconds (a Score's per-stage latencies)."""
     child = STAGE_LATENCY.labels(stage=_check(stage, STAGES, "stage"))
     started_s = time.perf_counter()
     try:
         yield
     finally:
-        child.observe(time.perf_counter() - started_s)
+        elapsed_s = time.perf_counter() - started_s
+        child.observe(elapsed_s)
+        if latencies_ms is not None:
+            latencies_ms[stage] = elapsed_s * 1000.0
 
 
 def observe_batch(stage: str, size: int) -> None:

@@ -28,9 +28,11 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from agent import messages, metrics
 from agent.errors import BrokerError, PublishError
-from agent.kafka_config import common_kwargs, consumer_kwargs, producer_kwargs
+from agent.kafka_config import consumer_kwargs
+from agent.producer import open_producer, send_all
 from agent.rules import AlertEvent, Fence, Observation, Rule, RuleEngine
 from agent.settings import KafkaSettings, MonitorSettings, PublishSettings
+from agent.topic_reader import read_topic
 from agent.topics import ensure_topics
 from core.types import StreamId
 
@@ -69,27 +71,11 @@ def read_alert_fences(
     kafka: KafkaSettings, monitor_id: str, lookback_records: int, timeout_s: float = 30.0
 ) -> dict[tuple[str, str], Fence]:
     """The last event per (stream key, rule) of this monitor in the tail of the alerts topic."""
-    topic = kafka.topics.alerts
-    consumer = KafkaConsumer(**common_kwargs(kafka), group_id=None, enable_auto_commit=False)
     fences: dict[tuple[str, str], Fence] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return fences
-        consumer.assign(tps)
-        end = consumer.end_offsets(tps)
-        begin = consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, max(begin[tp], end[tp] - lookback_records))
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"could not read the tail of {topic} within {timeout_s} s", retryable=True)
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    _apply_alert(fences, record.value, monitor_id)
-    finally:
-        consumer.close(autocommit=False)
+    # A missing topic (a broker restarted without it) holds no events.
+    tail = read_topic(kafka, kafka.topics.alerts, timeout_s=timeout_s, if_missing="empty", tail=lookback_records)
+    for record in tail:  # one stream's events share a partition, read in offset order
+        _apply_alert(fences, record.value, monitor_id)
     return fences
 
 
@@ -238,16 +224,11 @@ class Monitor:
         for attempt in range(1, _SEND_ATTEMPTS + 1):
             try:
                 if self._producer is None:
-                    if attempt > 1:  # the broker may have restarted without its topics
-                        ensure_topics(self.kafka, [self.kafka.topics.alerts])
-                    self._producer = KafkaProducer(**producer_kwargs(self.kafka, PublishSettings()))
-                futures = [
-                    self._producer.send(self.kafka.topics.alerts, key=env.key.encode(), value=env.value,
-                                        headers=list(env.headers))
-                    for env in envelopes
-                ]  # fmt: skip
-                self._producer.flush(timeout=self.kafka.request_timeout_ms / 1000 * 3)
-                if all(f.is_done and f.succeeded() for f in futures):
+                    # after a failed attempt the broker may have restarted without its topics
+                    topics = [self.kafka.topics.alerts] if attempt > 1 else []
+                    self._producer = open_producer(self.kafka, PublishSettings(), topics)
+                acks = send_all(self._producer, self.kafka, envelopes, self.kafka.request_timeout_ms / 1000 * 3)
+                if acks.acked == len(envelopes):
                     self.stats.alerts += len(envelopes)
                     for e in events:
                         if e.event == "raised":
@@ -264,6 +245,8 @@ class Monitor:
                             },
                         )
                     return
+                log.warning("alert delivery attempt %d: %d of %d acknowledged (%s)", attempt, acks.acked,
+                            len(envelopes), type(acks.error).__name__ if acks.error else "timeout")  # fmt: skip
             except (KafkaError, BrokerError) as exc:
                 log.warning("alert delivery attempt %d failed: %s", attempt, type(exc).__name__)
             if self._producer is not None:

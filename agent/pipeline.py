@@ -12,36 +12,50 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from agent import metrics
-from agent.scoring import Scorer
 from agent.settings import WindowSettings
-from agent.speech import SpeechRecognizer
+from agent.stages import FeatureStage, ScoreSink, ScoringStage, Sink, SpeechStage, TranscriptSink
 from agent.vad import VoiceActivityDetector
 from agent.windows import Windower
-from core.features import FeatureExtractor
 from core.types import AudioChunk, Score, StreamId, Transcript, VideoFrame, Window
 
 log = logging.getLogger(__name__)
 
-ScoreSink = Callable[[Score], Awaitable[None]]
-TranscriptSink = Callable[[Transcript], Awaitable[None]]
+Item = TypeVar("Item")
 
 
-@dataclass
-class Services:
-    """Process-wide components shared by every stream (one model of each kind per process)."""
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """What every stream runs through: how windows are cut, the stages the process shares (one model of
+    each kind) and the sinks, in the order they get each result.
+
+    Built once with its sinks (agent/runtime.py `open_runtime`); whoever wants more sinks or other window
+    settings runs a pipeline of its own, derived with `with_sinks` or `dataclasses.replace`.
+    """
 
     window_settings: WindowSettings
-    vad: VoiceActivityDetector  # shared; each stream's windower works on its own vad.new_stream()
-    recognizer: SpeechRecognizer
-    extractor: FeatureExtractor
-    scorer: Scorer
-    score_sinks: list[ScoreSink] = field(default_factory=list)
-    transcript_sinks: list[TranscriptSink] = field(default_factory=list)
+    vad: VoiceActivityDetector | None  # shared; each stream's windower works on its own vad.new_stream()
+    recognizer: SpeechStage
+    extractor: FeatureStage
+    scorer: ScoringStage
+    score_sinks: tuple[ScoreSink, ...] = ()
+    transcript_sinks: tuple[TranscriptSink, ...] = ()
     queue_windows: int = 8
+
+    def with_sinks(
+        self, scores: Sequence[ScoreSink] = (), transcripts: Sequence[TranscriptSink] = ()
+    ) -> Pipeline:
+        """This pipeline with more sinks after its own: they get a result once the earlier sinks are done
+        with it (after the publisher's sink: once the broker acknowledged it or the spool took it)."""
+        return replace(
+            self,
+            score_sinks=(*self.score_sinks, *scores),
+            transcript_sinks=(*self.transcript_sinks, *transcripts),
+        )
 
 
 @dataclass
@@ -101,7 +115,7 @@ class _WindowQueue:
 async def run_stream(
     stream: StreamId,
     media: AsyncIterator[AudioChunk | VideoFrame],
-    services: Services,
+    pipeline: Pipeline,
     *,
     shed_on_overload: bool = True,
 ) -> StreamSummary:
@@ -111,10 +125,10 @@ async def run_stream(
     (live ingest and replay both use `core.mediatime.FrameSampler` for that).
     """
     summary = StreamSummary(stream)
-    queue = _WindowQueue(services.queue_windows)
-    analyser = asyncio.create_task(_analyse(queue, services, summary), name=f"analyse:{stream.key}")
+    queue = _WindowQueue(pipeline.queue_windows)
+    analyser = asyncio.create_task(_analyse(queue, pipeline, summary), name=f"analyse:{stream.key}")
     try:
-        await _cut_windows(stream, media, services, queue, summary, shed_on_overload)
+        await _cut_windows(stream, media, pipeline, queue, summary, shed_on_overload)
     finally:
         queue.close()
         await analyser
@@ -129,12 +143,12 @@ async def run_stream(
 async def _cut_windows(
     stream: StreamId,
     media: AsyncIterator[AudioChunk | VideoFrame],
-    services: Services,
+    pipeline: Pipeline,
     queue: _WindowQueue,
     summary: StreamSummary,
     shed_on_overload: bool,
 ) -> None:
-    windower = Windower(stream, services.window_settings, services.vad)
+    windower = Windower(stream, pipeline.window_settings, pipeline.vad)
     clock = _ArrivalClock()
     try:
         async for item in media:
@@ -160,11 +174,11 @@ async def _enqueue(
     await queue.put(window)
 
 
-async def _analyse(queue: _WindowQueue, services: Services, summary: StreamSummary) -> None:
+async def _analyse(queue: _WindowQueue, pipeline: Pipeline, summary: StreamSummary) -> None:
     while (item := await queue.get()) is not None:
         window, closed_at = item
         try:
-            score = await _analyse_window(window, services)
+            score = await _analyse_window(window, pipeline)
         except Exception:
             summary.failed += 1
             metrics.WINDOWS_FAILED.inc()
@@ -176,43 +190,31 @@ async def _analyse(queue: _WindowQueue, services: Services, summary: StreamSumma
             summary.shed += 1
         else:
             summary.scored += 1
-        await _deliver(services.score_sinks, score, window)
+        await _deliver(pipeline.score_sinks, score, window)
         metrics.observe_stage("end_to_end", time.monotonic() - closed_at)  # window close → sinks done (ack)
 
 
-async def _analyse_window(window: Window, services: Services) -> Score:
-    latencies: dict[str, float] = {}
+async def _analyse_window(window: Window, pipeline: Pipeline) -> Score:
+    latencies_ms: dict[str, float] = {}
     if window.shed:
         metrics.WINDOWS_SHED.inc()
-        return Score(services.extractor.empty(Transcript(window, "", (), "", 1.0, 0.0)), (), latencies)
-    started = time.perf_counter()
-    transcript = await services.recognizer.transcribe_async(window)
-    latencies["speech"] = _elapsed_ms(started)
-    metrics.observe_stage("speech", latencies["speech"] / 1000)
-    await _deliver(services.transcript_sinks, transcript, window)
-    started = time.perf_counter()
-    features = await asyncio.to_thread(services.extractor.extract, transcript)
-    latencies["features"] = _elapsed_ms(started)
-    metrics.observe_stage("features", latencies["features"] / 1000)
-    started = time.perf_counter()
-    tasks = await services.scorer.score(features)
-    latencies["scoring"] = _elapsed_ms(started)
-    metrics.observe_stage("scoring", latencies["scoring"] / 1000)
+        return Score(pipeline.extractor.empty(Transcript(window, "", (), "", 1.0, 0.0)), (), latencies_ms)
+    with metrics.time_stage("speech", latencies_ms):
+        transcript = await pipeline.recognizer.transcribe_async(window)
+    await _deliver(pipeline.transcript_sinks, transcript, window)
+    with metrics.time_stage("features", latencies_ms):
+        features = await asyncio.to_thread(pipeline.extractor.extract, transcript)
+    with metrics.time_stage("scoring", latencies_ms):
+        tasks = await pipeline.scorer.score(features)
     metrics.WINDOWS_SCORED.inc()
-    return Score(features, tasks, latencies)
+    return Score(features, tasks, latencies_ms)
 
 
-async def _deliver(
-    sinks: list[ScoreSink] | list[TranscriptSink], item: Score | Transcript, window: Window
-) -> None:
+async def _deliver(sinks: Sequence[Sink[Item]], item: Item, window: Window) -> None:
     """Hand `item` to every sink; one failing sink (a full spool, a closed feed) stops neither the others
     nor the stream: its error is logged and the next window goes on."""
     for sink in sinks:
         try:
-            await sink(item)  # type: ignore[arg-type]
+            await sink(item)
         except Exception:
             log.exception("a sink refused window %d of %s", window.seq, window.stream.key)
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

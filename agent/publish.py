@@ -22,11 +22,11 @@ from kafka.errors import KafkaError
 
 from agent import messages, metrics
 from agent.errors import PublishError, SpoolFullError
-from agent.kafka_config import producer_kwargs
 from agent.messages import Envelope
+from agent.producer import open_producer, send_all
 from agent.settings import KafkaSettings, PublishSettings
 from agent.spool import Spool
-from agent.topics import ensure_topics, topic_names
+from agent.topics import topic_for, topic_names
 from core.errors import AffectstreamError
 from core.types import Score, Transcript
 
@@ -92,8 +92,6 @@ class Publisher:
         self._closing = False
         self._next_drain_s = 0.0
         self._backoff_s = publish.retry_backoff_ms / 1000
-        topics = kafka.topics
-        self._topics = {"scores": topics.scores, "transcripts": topics.transcripts, "alerts": topics.alerts}
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -232,8 +230,7 @@ class Publisher:
     def _connect(self) -> bool:
         try:
             names = topic_names(self.kafka, transcripts=self.settings.transcripts_enabled)
-            ensure_topics(self.kafka, names)
-            self._producer = KafkaProducer(**producer_kwargs(self.kafka, self.settings))
+            self._producer = open_producer(self.kafka, self.settings, names)
         except (AffectstreamError, KafkaError) as exc:
             self._producer = None
             self._schedule_retry()
@@ -261,31 +258,17 @@ class Publisher:
         producer = self._producer
         if producer is None:
             return 0
-        futures = []
-        try:
-            for env in envs:
-                futures.append(
-                    producer.send(self._topics[env.kind], key=env.key.encode(), value=env.value,
-                                  headers=list(env.headers))
-                )  # fmt: skip
-            producer.flush(timeout=self.settings.delivery_timeout_s + 1)
-        except Exception as exc:  # any failure to hand over means: not acknowledged, spool the rest
-            log.warning("send failed: %s", type(exc).__name__)
-        acked = 0
-        for future in futures:
-            if not (future.is_done and future.succeeded()):
-                break
-            acked += 1
+        acks = send_all(producer, self.kafka, envs, self.settings.delivery_timeout_s + 1)
+        acked = acks.acked
         for env in envs[:acked]:
-            metrics.MESSAGES_PUBLISHED.labels(topic=self._topics[env.kind]).inc()
+            metrics.MESSAGES_PUBLISHED.labels(topic=topic_for(self.kafka, env.kind)).inc()
         if acked < len(envs):
             self.stats.send_failures += 1
-            failed = next((f.exception for f in futures[acked:] if f.is_done and f.exception), None)
             log.warning(
                 "broker acknowledged %d of %d message(s) (%s); the rest go to the spool",
                 acked,
                 len(envs),
-                type(failed).__name__ if failed else "timeout",
+                type(acks.error).__name__ if acks.error else "timeout",
             )
             self._disconnect()
             self._schedule_retry()

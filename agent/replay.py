@@ -5,6 +5,9 @@ through one runtime (so the scorer batches across files), paced in real time or 
 `webrtc` starts an in-process WHIP server on a free port and streams each file with the real client
 (`agent.stream_client.stream_file`), the pipeline fed from the ingest sessions as in `serve`. Replay never
 sheds windows (`shed_on_overload=False`): it applies backpressure instead, so that it is deterministic.
+
+`run_replay` is the whole job behind `affectstream replay` (cli/commands/replay.py only parses its options):
+the runtime, the JSON-lines writers, the replay.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from agent.file_source import Pace, ReplaySource, file_media
-from agent.pipeline import Services, StreamSummary, run_stream
+from agent.file_source import Pace, ReplaySource, collect_sources, file_media
+from agent.jsonl_sink import JsonlWriter
+from agent.pipeline import Pipeline, StreamSummary, run_stream
+from agent.runtime import open_runtime
 from agent.sessions import IngestSession
 from agent.settings import Settings
 from agent.stream_client import stream_file
@@ -137,38 +143,74 @@ def media_span_s(source: ReplaySource) -> tuple[float, float]:
     return start_s, max(0.0, end_s - start_s)
 
 
-async def replay(
-    sources: list[ReplaySource], services: Services, settings: Settings, options: ReplayOptions
+async def run_replay(
+    paths: list[Path],
+    settings: Settings,
+    *,
+    pace: Pace = "fast",
+    via: Via = "direct",
+    from_s: float | None = None,
+    to_s: float | None = None,
+    output: Path | None = None,
+    transcripts: Path | None = None,
+    publish: bool = True,
+    progress: bool = True,
 ) -> ReplaySummary:
-    """Replay every source concurrently through `services`; a file that fails is reported, not fatal."""
+    """Replay every recording under `paths` once through one runtime, to Kafka (`publish`) and/or JSON lines
+    (`output`: scores; `transcripts`: transcripts, written only when asked); returns the ReplaySummary.
+
+    Bad paths and unwritable outputs fail before the models load."""
+    sources = collect_sources(paths, start_s=from_s, end_s=to_s)
+    scores_file = JsonlWriter(output, "scores", replay=True) if output is not None else None
+    transcripts_file = JsonlWriter(transcripts, "transcripts", replay=True) if transcripts is not None else None
+    writers = [w for w in (scores_file, transcripts_file) if w is not None]
+    try:
+        async with open_runtime(
+            settings, publish=publish, replay=True,
+            score_sinks=[scores_file.score] if scores_file is not None else [],
+            transcript_sinks=[transcripts_file.transcript] if transcripts_file is not None else [],
+        ) as runtime:  # fmt: skip
+            summary = await replay(sources, runtime.pipeline, settings, ReplayOptions(pace, via, progress))
+    finally:
+        for writer in writers:
+            writer.close()
+    for writer in writers:
+        log.info("wrote %d %s line(s) to %s", writer.lines, writer.kind, writer.path)
+    return summary
+
+
+async def replay(
+    sources: list[ReplaySource], pipeline: Pipeline, settings: Settings, options: ReplayOptions
+) -> ReplaySummary:
+    """Replay every source concurrently through `pipeline` (with the progress bars as its last score sink);
+    a file that fails is reported, not fatal."""
     spans = {s.stream: media_span_s(s) for s in sources}  # a bad file fails here, before any work
     progress = _Progress(
         options.progress, {k: span[1] for k, span in spans.items()}, {k: span[0] for k, span in spans.items()}
     )
     progress.open()
-    services.score_sinks.append(progress.on_score)
+    pipeline = pipeline.with_sinks(scores=[progress.on_score])
     started = time.monotonic()
     try:
         if options.via == "webrtc":
-            results = await _replay_webrtc(sources, services, settings, options, spans, progress)
+            results = await _replay_webrtc(sources, pipeline, settings, options, spans, progress)
         else:
             results = await asyncio.gather(*(
-                _replay_direct(s, services, settings, options, spans[s.stream][1], progress) for s in sources
+                _replay_direct(s, pipeline, settings, options, spans[s.stream][1], progress) for s in sources
             ))
     finally:
-        services.score_sinks.remove(progress.on_score)
         progress.close()
     return ReplaySummary(tuple(results), time.monotonic() - started, options.pace, options.via)
 
 
 async def _replay_direct(
-    source: ReplaySource, services: Services, settings: Settings, options: ReplayOptions, media_s: float,
+    source: ReplaySource, pipeline: Pipeline, settings: Settings, options: ReplayOptions, media_s: float,
     progress: _Progress,
 ) -> FileResult:
     started = time.monotonic()
     media = file_media(source, settings.features.vision_fps, pace=options.pace)
     try:
-        summary = await run_stream(source.stream, media, services, shed_on_overload=False)
+        summary = await run_stream(source.stream, media, pipeline, shed_on_overload=False)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         log.error("replay of %s failed: %s", source.path, exc, extra={"stream": source.stream.key})
         return FileResult(source, media_s, 0, 0, 0, 0, time.monotonic() - started, error=str(exc))
@@ -185,7 +227,7 @@ def _result(source: ReplaySource, media_s: float, summary: StreamSummary | None,
 
 
 async def _replay_webrtc(
-    sources: list[ReplaySource], services: Services, settings: Settings, options: ReplayOptions,
+    sources: list[ReplaySource], pipeline: Pipeline, settings: Settings, options: ReplayOptions,
     spans: dict[StreamId, tuple[float, float]], progress: _Progress,
 ) -> list[FileResult]:
 
@@ -200,7 +242,7 @@ async def _replay_webrtc(
 
     async def on_session(session: IngestSession) -> None:
         summaries[session.stream] = await run_stream(
-            session.stream, session.media(), services, shed_on_overload=False
+            session.stream, session.media(), pipeline, shed_on_overload=False
         )
         progress.finish(session.stream)
 

@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -145,24 +144,6 @@ class Scorer:
         self._pending: set[asyncio.Future[tuple[TaskScore, ...]]] = set()
         self._closed = False
         self.stats: deque[BatchStats] = deque(maxlen=4096)
-
-    @classmethod
-    def from_settings(cls, settings: ScoringSettings, feature_spec: dict | None) -> Scorer:
-        """Load every configured bundle (at least one) for features computed with `feature_spec`."""
-        if not settings.bundles:
-            raise ModelError("no model bundle configured: set scoring.bundles (see `affectstream export`)")
-        bundles = [
-            ModelBundle.load(
-                Path(p),
-                feature_spec,
-                providers=settings.providers,
-                variant=settings.graph_variant,
-                intra_op_threads=settings.intra_op_threads,
-                intra_op_spinning=settings.intra_op_spinning,
-            )
-            for p in settings.bundles
-        ]
-        return cls(bundles, settings)
 
     def start(self) -> None:
         """Start the collector on the running loop (call from async code)."""

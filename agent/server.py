@@ -18,8 +18,8 @@ from aiohttp import web
 
 from agent import metrics
 from agent.feed import ScoreFeed
-from agent.pipeline import run_stream
-from agent.services import Runtime
+from agent.pipeline import Pipeline, run_stream
+from agent.runtime import Runtime
 from agent.sessions import IngestSession
 from agent.settings import Settings
 from agent.whip import WHIP_PATH, WhipServer
@@ -38,12 +38,14 @@ class AgentServer:
     """Serves as soon as it starts; takes offers and reports ready once a runtime is attached.
 
     `AgentServer(settings, runtime)` is ready at once; `AgentServer(settings)` answers /healthz and a 503
-    /readyz (and 503 to WHIP offers) while the models load, until `attach(runtime)`.
+    /readyz (and 503 to WHIP offers) while the models load, until `attach(runtime)`. Its sessions run
+    through the runtime's pipeline with the server's score feed as one more sink, after the runtime's.
     """
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.runtime: Runtime | None = None
+        self.pipeline: Pipeline | None = None  # the runtime's, feeding the SSE score feed too
         self.feed = ScoreFeed()
         self.whip = WhipServer(settings.ingest, self._on_session, vision_fps=settings.features.vision_fps)
         self._runner: web.AppRunner | None = None
@@ -54,8 +56,8 @@ class AgentServer:
 
     def attach(self, runtime: Runtime) -> None:
         """Models loaded and publisher started: start taking offers."""
+        self.pipeline = runtime.pipeline.with_sinks(scores=[self.feed.sink])
         self.runtime = runtime
-        runtime.services.score_sinks.append(self.feed.sink)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -96,10 +98,10 @@ class AgentServer:
         return await handler(request)
 
     async def _on_session(self, session: IngestSession) -> None:
-        assert self.runtime is not None  # offers are refused until a runtime is attached
+        assert self.pipeline is not None  # offers are refused until a runtime is attached
         metrics.ACTIVE_SESSIONS.inc()
         try:
-            await run_stream(session.stream, session.media(), self.runtime.services, shed_on_overload=True)
+            await run_stream(session.stream, session.media(), self.pipeline, shed_on_overload=True)
         finally:
             metrics.ACTIVE_SESSIONS.dec()
 

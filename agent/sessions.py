@@ -1,8 +1,8 @@
 """WHIP ingest sessions: one WebRTC peer connection = one participant's stream.
 
-`IngestSession` is the async shell around `core.mediatime`: it reads the aiortc tracks, feeds the merger and
-hands the pipeline an async iterator of media. `SessionRegistry` enforces the limits and owns the sessions'
-lifetime; closing a session releases its peer connection, reader tasks and buffers.
+`IngestSession` is the async shell around `core.audiotime` and `core.mediatime`: it reads the aiortc tracks,
+feeds the merger and hands the pipeline an async iterator of media. `SessionRegistry` enforces the limits and
+owns the sessions' lifetime; closing a session releases its peer connection, reader tasks and buffers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from agent import metrics
-from core.mediatime import AudioConverter, FrameSampler, MediaMerger, OverloadError
+from core.audiotime import AudioConverter
+from core.mediatime import FrameSampler, MediaMerger, OverloadError
 from core.types import AudioChunk, StreamId, VideoFrame
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,15 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from agent.errors import BrokerError
 from agent.kafka_config import admin_kwargs
+from agent.messages import Kind
 from agent.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+def topic_for(kafka: KafkaSettings, kind: Kind) -> str:
+    """The topic that carries messages of `kind`."""
+    return {"scores": kafka.topics.scores, "transcripts": kafka.topics.transcripts, "alerts": kafka.topics.alerts}[kind]
 
 
 def topic_names(kafka: KafkaSettings, *, transcripts: bool) -> list[str]:

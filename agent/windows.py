@@ -32,12 +32,14 @@ import numpy as np
 
 from agent.settings import WindowSettings
 from agent.vad import VoiceActivityDetector
+from core.gaps import GapPolicy, Jump
 from core.types import SAMPLE_RATE_HZ, AudioChunk, ClosedBy, StreamId, VideoFrame, Window
 
 log = logging.getLogger(__name__)
 
 _FRAME_HOLD_S = 0.25
-_GAP_TOLERANCE_SAMPLES = 16  # 1 ms: timestamp rounding, not a gap
+# chunks from one converter are sample-exact: 1 ms (16 samples) is timestamp rounding, not a gap
+_CHUNK_GAPS = GapPolicy(tolerance_s=0.001)
 _MAX_GAP_PIECE_SAMPLES = SAMPLE_RATE_HZ  # gaps are filled a second at a time so buffers stay bounded
 _HYSTERESIS = 0.15
 
@@ -150,14 +152,15 @@ class Windower:
             self._origin_s = chunk.start_s
             return [samples] if len(samples) else []
         offset = round((chunk.start_s - self._origin_s) * SAMPLE_RATE_HZ) - self._audio.end
-        if offset > _GAP_TOLERANCE_SAMPLES:
+        jump = _CHUNK_GAPS.judge(offset, SAMPLE_RATE_HZ)
+        if jump is Jump.GAP:
             self.gap_samples += offset
             pieces = [
                 np.zeros(min(_MAX_GAP_PIECE_SAMPLES, offset - done), dtype=np.float32)
                 for done in range(0, offset, _MAX_GAP_PIECE_SAMPLES)
             ]
             return [*pieces, samples]
-        if offset < -_GAP_TOLERANCE_SAMPLES:
+        if jump is Jump.OVERLAP:
             samples = samples[-offset:]  # overlaps audio we already have
         return [samples] if len(samples) else []
 

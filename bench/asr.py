@@ -5,7 +5,7 @@ Runs faster-whisper tiny.en (int8, 2 CPU threads by default) over the JFK, Libri
 path is what the agent does: decode → utterance windows (Silero VAD) → one Whisper call per window.
 Prints a table and writes bench/results/asr.json.
 
-    .venv/bin/python bench/asr.py [--threads 2] [--beam-size 5] [--repeats 1]
+    .venv/bin/python -m bench.asr [--threads 2] [--beam-size 5] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +21,15 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from agent.settings import SpeechSettings, WindowSettings
+from agent.speech import SpeechRecognizer
+from agent.text_norm import normalize
+from agent.vad import SileroVad
+from agent.windows import Windower
+from core.media import decode_file
+from core.types import AudioChunk, StreamId, VideoFrame
 
-from agent.settings import SpeechSettings, WindowSettings  # noqa: E402
-from agent.speech import SpeechRecognizer  # noqa: E402
-from agent.text_norm import normalize  # noqa: E402
-from agent.vad import SileroVad  # noqa: E402
-from agent.windows import Windower  # noqa: E402
-from core.media import decode_file  # noqa: E402
-from core.types import AudioChunk, StreamId, VideoFrame  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = (REPO / ".." / "shared" / "data").resolve()
 WER_PREFIXES = ("speech/jfk/", "speech/librivox_sense_and_sensibility/", "speech/ljspeech/")

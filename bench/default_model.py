@@ -9,7 +9,7 @@ Table: corpus x {VADER (gold text), ours text, ours spoken} Pearson r against th
 - neutral readings: LJ Speech / LibriVox / JFK files from ../shared/data through the same pipeline.
 VADER is measured in the same run on the same sentences. Writes bench/results/default_model.json.
 
-    .venv/bin/python bench/default_model.py [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
+    .venv/bin/python -m bench.default_model [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@
 # CPU batch sweep, ONNX Runtime on whatever providers exist, Whisper tiny.en through CTranslate2 on CUDA float16
 # vs CPU int8 with N windows one by one vs batched, N streams' latency). Writes under $OUT (else
 # bench/results/gpu/): gpu.log, gpu_bench.json, gpu_check.json. Stays within GPU_BUDGET_S (default 480 s).
+# Both run as modules (`python -m bench.<name>`) from the repository root, so the checkout's packages import
+# without an install (the device gets the working tree, not the venv).
 # A dry run without a GPU: OUT=/tmp/g PYTHON=.venv/bin/python GPU_BENCH_ARGS=--quick bash bench/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +58,7 @@ export LD_LIBRARY_PATH=$libs${cudnn:+:$(dirname "$cudnn")}${LD_LIBRARY_PATH:+:$L
 echo "== gpu_check (ONNX Runtime CUDA provider)"
 if [ -f bench/gpu_check.py ]; then
   rm -f bench/results/gpu_check.json
-  timeout $(( $(left) < 150 ? $(left) / 3 : 150 )) $py bench/gpu_check.py --random-minilm
+  timeout $(( $(left) < 150 ? $(left) / 3 : 150 )) $py -m bench.gpu_check --random-minilm
   status=$?
   echo "gpu_check exit $status"
   [ $status -eq 0 ] && cp bench/results/gpu_check.json "$out/"
@@ -65,5 +67,5 @@ else
 fi
 
 echo "== gpu_bench"
-timeout $(( $(left) - 5 )) $py bench/gpu_bench.py --out "$out/gpu_bench.json" ${GPU_BENCH_ARGS:-}
+timeout $(( $(left) - 5 )) $py -m bench.gpu_bench --out "$out/gpu_bench.json" ${GPU_BENCH_ARGS:-}
 echo "gpu_bench exit $? after $(( $(date +%s) - started )) s"

@@ -14,7 +14,7 @@
 
 Every section records its error instead of stopping the run. Writes JSON (--out) after every section.
 
-    python3 bench/gpu_bench.py --out $OUT/gpu_bench.json [--whisper-layout FILE] [--quick]
+    python3 -m bench.gpu_bench --out $OUT/gpu_bench.json [--whisper-layout FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 MINILM = {  # all-MiniLM-L6-v2's config.json (the default model's text encoder)
     "architectures": ["BertModel"], "model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6,
@@ -185,7 +184,8 @@ def _with_ratios(rows: list[dict[str, Any]], baseline: tuple[str, str]) -> list[
 
 def whisper(layout_path: Path | None, workdir: Path, windows: tuple[int, ...], reps: int) -> dict[str, Any]:
     import ctranslate2
-    from whisper_layout import write_random
+
+    from bench.whisper_layout import write_random
 
     if layout_path is None or not layout_path.is_file():
         raise FileNotFoundError(f"no Whisper layout ({layout_path}): run bench/gpu_prepare.sh here first")

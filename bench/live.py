@@ -17,7 +17,7 @@ default utterance windows. For 1, 4 and 8 concurrent streams it reports:
 - shed windows (analysis skipped under overload; should be 0).
 Ratios compare each row with the 1-stream baseline measured in the same run. Writes bench/results/live.json.
 
-    .venv/bin/python bench/live.py [--streams 1 4 8] [--file PATH] [--beam-size 5] [--out PATH]
+    .venv/bin/python -m bench.live [--streams 1 4 8] [--file PATH] [--beam-size 5] [--out PATH]
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from agent.broker import EmbeddedBroker, free_port
+from agent.pipeline import run_stream
+from agent.runtime import open_runtime
+from agent.server import AgentServer
+from agent.sessions import IngestSession
+from agent.settings import Settings
+from agent.stages import ScoreSink
+from core.types import AudioChunk, Score, VideoFrame
 
-from agent.broker import EmbeddedBroker, free_port  # noqa: E402
-from agent.pipeline import run_stream  # noqa: E402
-from agent.server import AgentServer  # noqa: E402
-from agent.services import open_runtime  # noqa: E402
-from agent.sessions import IngestSession  # noqa: E402
-from agent.settings import Settings  # noqa: E402
-from core.types import AudioChunk, Score, VideoFrame  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_FILE = REPO / ".." / "shared" / "data" / "av" / "derived" / "crema_d_1001_DFA_6emotions.mp4"
 RESULTS = REPO / "bench" / "results" / "live.json"
@@ -75,14 +75,14 @@ class Run:
 class BenchServer(AgentServer):
     """The agent's server, with each stream's media clock pinned to the wall clock as audio arrives."""
 
-    def __init__(self, settings: Settings, runtime: Any) -> None:
-        super().__init__(settings, runtime)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.run = Run()
 
     async def _on_session(self, session: IngestSession) -> None:
-        assert self.runtime is not None
+        assert self.pipeline is not None
         media = self._clocked(session.stream.key, session.media())
-        summary = await run_stream(session.stream, media, self.runtime.services, shed_on_overload=True)
+        summary = await run_stream(session.stream, media, self.pipeline, shed_on_overload=True)
         self.run.summaries.append(
             {"windows": summary.windows, "scored": summary.scored, "failed": summary.failed,
              "media_end_s": round(summary.media_end_s, 2)}
@@ -101,9 +101,10 @@ class BenchServer(AgentServer):
             yield item
 
 
-def _acked_sink(server: BenchServer, publish: Any):  # type: ignore[no-untyped-def]
+def _acked_sink(server: BenchServer) -> ScoreSink:
+    """A score sink after the publisher's: called once the broker acknowledged the score (or the spool took it)."""
+
     async def sink(score: Score) -> None:
-        await publish(score)  # returns once the broker acknowledged (or the spool took it)
         run, window = server.run, score.window
         run.windows += 1
         if window.shed:
@@ -145,8 +146,8 @@ async def measure(server: BenchServer, base: str, token: str, path: Path, stream
     stop = asyncio.Event()
     peak_task = asyncio.create_task(_peak_rss(stop))
     clients = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--clients", str(streams), "--url", f"{base}/whip", "--file", str(path),
-        env=dict(os.environ, BENCH_TOKEN=token), stdout=subprocess.PIPE,
+        sys.executable, "-m", "bench.live", "--clients", str(streams), "--url", f"{base}/whip", "--file", str(path),
+        env=dict(os.environ, BENCH_TOKEN=token), stdout=subprocess.PIPE, cwd=REPO,
     )  # fmt: skip
     out, _ = await clients.communicate()
     sent = json.loads(out.decode().strip().splitlines()[-1])
@@ -193,19 +194,17 @@ def bench_settings(
 
 
 def find_bundles(workdir: Path) -> tuple[list[Path], str]:
-    """The default sentiment bundle (exported if its committed model exists); else a tiny random one."""
+    """The default sentiment bundle (exported if its committed model exists); else a random-weight one."""
     from core.card import DEFAULT_BUNDLE_DIR
     from default_model.artefacts import DEFAULT_DIR, export_default_bundle
 
     if (DEFAULT_BUNDLE_DIR / "card.json").is_file() or (DEFAULT_DIR / "heads.safetensors").is_file():
         bundle, _ = export_default_bundle(DEFAULT_BUNDLE_DIR)
         return [bundle], "default sentiment bundle (MiniLM text encoder)"
-    sys.path.insert(0, str(REPO / "tests"))
-    sys.path.insert(0, str(REPO / "tests" / "live"))
-    from live_support import export_tiny_live_bundle
+    from bench.scoring import build_bundle
 
-    bundle = export_tiny_live_bundle(workdir / "encoder", workdir / "bundle")
-    return [bundle], "tiny random test bundle (2-layer BERT): the default bundle was not available"
+    bundle, _, _ = build_bundle(workdir)
+    return [bundle], "random-weight MiniLM bundle (bench.scoring): the default bundle was not available"
 
 
 async def bench(
@@ -215,10 +214,9 @@ async def bench(
     rows = []
     with EmbeddedBroker("127.0.0.1", free_port()) as broker:
         settings = bench_settings(broker.bootstrap_servers, bundles, workdir / "spool", token, beam_size)
-        async with open_runtime(settings) as runtime:
-            server = BenchServer(settings, runtime)
-            publish = runtime.services.score_sinks[0]
-            runtime.services.score_sinks[0] = _acked_sink(server, publish)
+        server = BenchServer(settings)
+        async with open_runtime(settings, score_sinks=[_acked_sink(server)]) as runtime:
+            server.attach(runtime)
             base = await server.start()
             try:
                 await measure(server, base, token, path, 1)  # warm-up: first-use costs are not latency

@@ -10,7 +10,7 @@ producer sending the same pre-encoded score messages (no validation, no ordering
 The JSON Schema validation of every message (jsonschema, ~0.2-0.4 ms here) bounds the publisher's rate;
 its own row shows that cost. Prints a table and writes bench/results/publish.json.
 
-    .venv/bin/python bench/publish.py [--messages 5000] [--streams 16]
+    .venv/bin/python -m bench.publish [--messages 5000] [--streams 16]
 """
 
 from __future__ import annotations
@@ -20,26 +20,23 @@ import asyncio
 import json
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from kafka import KafkaProducer
+
+from agent import messages
+from agent.broker import EmbeddedBroker, free_port
+from agent.kafka_config import producer_kwargs
+from agent.publish import Publisher, encode_record
+from agent.settings import KafkaSettings, PublishSettings
+from agent.spool import Spool
+from agent.topics import ensure_topics
+from core.types import Features, Score, StreamId, TaskScore, Transcript, Window
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from kafka import KafkaProducer  # noqa: E402
-
-from agent import messages  # noqa: E402
-from agent.broker import EmbeddedBroker, free_port  # noqa: E402
-from agent.kafka_config import producer_kwargs  # noqa: E402
-from agent.publish import Publisher, encode_record  # noqa: E402
-from agent.settings import KafkaSettings, PublishSettings  # noqa: E402
-from agent.spool import Spool  # noqa: E402
-from agent.topics import ensure_topics  # noqa: E402
-from core.types import Features, Score, StreamId, TaskScore, Transcript, Window  # noqa: E402
 
 
 def make_score(stream: StreamId, seq: int) -> Score:

@@ -6,7 +6,7 @@ the 2-core dev machine), whether the two runs gave identical windows and scores,
 baseline, measured in the same run, is decoding alone (the same decoder and frame sampling, no analysis).
 Prints a table and writes bench/results/replay.json.
 
-    .venv/bin/python bench/replay.py [--bundle DIR] [--repeats 2]
+    .venv/bin/python -m bench.replay [--bundle DIR] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -24,15 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from agent.evaluate import latency_stats, windows_from_messages
+from agent.file_source import collect_sources, file_media
+from agent.jsonl_sink import read_jsonl
+from agent.replay import media_span_s, run_replay
+from agent.settings import Settings
 
-from agent.evaluate import latency_stats, windows_from_messages  # noqa: E402
-from agent.file_source import collect_sources, file_media  # noqa: E402
-from agent.jsonl_sink import read_jsonl  # noqa: E402
-from agent.replay import media_span_s  # noqa: E402
-from agent.settings import Settings  # noqa: E402
-from cli.commands.replay import run_replay  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = (REPO / ".." / "shared" / "data").resolve()
 RTF_TARGET = 0.5
@@ -94,10 +92,10 @@ def main() -> None:
             # Each run in its own process, as the CLI runs: one runtime per process (two runtimes in one
             # process make OpenMP spin-wait teams of Whisper compete, which is not what a user sees).
             out = Path(tmp) / f"run{index}.jsonl"
-            command = [sys.executable, __file__, "--child", str(out)]
+            command = [sys.executable, "-m", "bench.replay", "--child", str(out)]
             if args.bundle is not None:
                 command += ["--bundle", str(args.bundle)]
-            subprocess.run(command, check=True)
+            subprocess.run(command, check=True, cwd=REPO)
             summary = json.loads(out.with_suffix(".summary.json").read_text("utf-8"))
             messages = list(read_jsonl(out))
             runs.append({"summary": summary, "keys": sorted(_key(m) for m in messages), "messages": messages})

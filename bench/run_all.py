@@ -1,6 +1,6 @@
 """Runs every benchmark in bench/ and gathers their results: bench/results/results.json and results.md.
 
-Each benchmark is a script `bench/<name>.py` that prints a table and writes `bench/results/<name>.json`
+Each benchmark is a module `bench/<name>.py` that prints a table and writes `bench/results/<name>.json`
 (its own baseline measured in the same run). This runs them one after another (they share the machine's
 cores; running them together would measure contention), each in its own process with a time limit, then
 collects every JSON into one file and one markdown page (a table per benchmark). A benchmark that fails
@@ -8,7 +8,7 @@ keeps its row, marked failed, with the tail of its output; expected benchmarks t
 listed as missing. GPU results that bench/gpu.sh produced on a lent machine (bench/results/gpu/*.json,
 copied back by whoever ran it) are included as they are.
 
-    .venv/bin/python bench/run_all.py [--only asr,publish] [--skip default_model] [--quick] [--collect-only]
+    .venv/bin/python -m bench.run_all [--only asr,publish] [--skip default_model] [--quick] [--collect-only]
 
 --quick passes small inputs (QUICK_ARGS) to check that every benchmark still runs; the scripts then overwrite
 their bench/results/<name>.json with those small-input numbers, so rerun without it for numbers to quote.
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import result_tables
+from bench._report import result_tables
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -54,9 +54,10 @@ def discover() -> list[str]:
 
 
 def run_one(name: str, *, quick: bool, timeout_s: float) -> dict[str, Any]:
-    """Run bench/<name>.py; its entry: status, wall time, exit code, output tail, and the JSON it wrote."""
+    """Run `python -m bench.<name>` from the repository root; its entry: status, wall time, exit code, output
+    tail, and the JSON it wrote."""
     out = RESULTS / f"{name}.json"
-    args = [sys.executable, str(BENCH / f"{name}.py"), *(QUICK_ARGS.get(name, []) if quick else [])]
+    args = [sys.executable, "-m", f"bench.{name}", *(QUICK_ARGS.get(name, []) if quick else [])]
     print(f"\n=== {name}: {' '.join(args[1:])}", flush=True)
     started_at = time.time()
     started = time.monotonic()
@@ -68,7 +69,7 @@ def run_one(name: str, *, quick: bool, timeout_s: float) -> dict[str, Any]:
     wall_s = round(time.monotonic() - started, 1)
     print(output[-OUTPUT_TAIL_CHARS:], flush=True)
     entry: dict[str, Any] = {
-        "script": f"bench/{name}.py", "args": args[2:], "wall_s": wall_s, "exit_code": code
+        "script": f"bench/{name}.py", "args": args[3:], "wall_s": wall_s, "exit_code": code
     }
     fresh = out.is_file() and out.stat().st_mtime >= started_at
     if code == 0 and fresh:

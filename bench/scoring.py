@@ -6,7 +6,7 @@ audio (50 frames/s) and vision (10 frames/s). The same model is also exported wi
 encoder (no packing) to show what packing gains. Every ratio compares runs made here, in this process, round
 by round (the median of same-round ratios).
 
-    .venv/bin/python bench/scoring.py [--streams 32] [--windows-per-stream 8] [--rounds 5]
+    .venv/bin/python -m bench.scoring [--streams 32] [--windows-per-stream 8] [--rounds 5]
 Writes bench/results/scoring.json.
 """
 

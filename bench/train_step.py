@@ -7,7 +7,7 @@ all-MiniLM-L6-v2 (the encoder dominates), MOSI dims, audio/vision lengths drawn 
 Our LSTMs run over the padded batch and gather the last valid step (exportable); MMSA packs the sequences.
 Prints a table and writes bench/results/train_step.json.
 
-    .venv/bin/python bench/train_step.py [--batch 16] [--steps 6] [--threads 2]
+    .venv/bin/python -m bench.train_step [--batch 16] [--steps 6] [--threads 2]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +24,13 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from models.config import SelfMMConfig, default_text_encoder_dir
+from models.errors import ModelConfigError
+from models.selfmm import SelfMM
+from models.synthetic import write_tiny_bert
+from models.train import build_optimizer
 
-from models.config import SelfMMConfig, default_text_encoder_dir  # noqa: E402
-from models.errors import ModelConfigError  # noqa: E402
-from models.selfmm import SelfMM  # noqa: E402
-from models.synthetic import write_tiny_bert  # noqa: E402
-from models.train import build_optimizer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def mmsa_model(config: SelfMMConfig) -> torch.nn.Module:

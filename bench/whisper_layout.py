@@ -5,8 +5,8 @@ device's carry limit): `layout` reads model.bin's header here (no weights), `wri
 exactly the same architecture and dtypes there. Compute per decoded token is the same as the real model's;
 only the words differ, so the benchmark decodes a fixed number of tokens per window.
 
-    python bench/whisper_layout.py layout MODEL_DIR OUT.json     # here
-    python bench/whisper_layout.py random OUT.json MODEL_DIR      # on the GPU machine
+    python -m bench.whisper_layout layout MODEL_DIR OUT.json     # here
+    python -m bench.whisper_layout random OUT.json MODEL_DIR      # on the GPU machine
 """
 
 from __future__ import annotations

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from agent.broker import EmbeddedBroker, free_port
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import open_runtime
-from agent.settings import Settings
+from agent.settings import KafkaSettings, Settings
 from agent.stream_client import stream_file
+from agent.topic_reader import read_topic
 from cli.sample_call import ensure_sample_call
 from core.types import StreamId
 
@@ -62,20 +60,9 @@ async def run_demo(settings: Settings, call: Path) -> list[dict[str, Any]]:
 
 def read_scores(bootstrap_servers: str, topic: str, stream_key: str, timeout_s: float = 20) -> list[dict[str, Any]]:
     """Every score message of `stream_key` on `topic`, read from the beginning (no consumer group)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    end = consumer.end_offsets(partitions)
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in partitions):
-        for records in consumer.poll(timeout_ms=500).values():
-            for record in records:
-                if record.key == stream_key.encode():
-                    found.append(json.loads(record.value))
-    consumer.close()
-    return sorted(found, key=lambda m: m["seq"])
+    records = read_topic(KafkaSettings(bootstrap_servers=bootstrap_servers), topic, timeout_s=timeout_s,
+                         if_missing="empty")  # fmt: skip
+    return sorted((r.message for r in records if r.key == stream_key), key=lambda m: m["seq"])
 
 
 def format_table(scores: list[dict[str, Any]]) -> str:

@@ -1,32 +1,28 @@
-"""Recorded media → the same `AudioChunk` / `VideoFrame` objects live ingest produces (PyAV).
+"""Recorded media → the same `AudioChunk` / `VideoFrame` objects live ingest produces (PyAV): probing,
+demuxing and decoding a file, skipping corrupt packets, trimming codec padding and clipping to a time range.
 
-Audio is resampled to float32 mono 16 kHz and stamped by sample count from the first frame's PTS, so media
-time stays continuous; a real jump in the PTS (a gap in the recording) restarts the clock at the new PTS and
-leaves the gap for the windower to fill with silence. Video frames are RGB uint8 stamped with their PTS.
-Items come out in media-time order (a bounded reorder buffer merges the two streams).
+Media time is `core.audiotime.AudioClock`'s (audio resampled to float32 mono 16 kHz, stamped by sample count
+from the first frame's PTS; a real gap in the PTS is left for the windower to fill with silence) and the merge
+into media-time order is `core.mediatime.recorded_merger`'s. Video frames are RGB uint8 stamped with their PTS.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import av.error
-import numpy as np
 
+from core.audiotime import AudioClock
 from core.errors import MediaError, NoAudioError
+from core.mediatime import MediaItem, MediaMerger, recorded_merger
 from core.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
 
-MediaItem = AudioChunk | VideoFrame
-
-_GAP_TOLERANCE_S = 0.02  # a PTS jump larger than this is a real gap, not rounding
-_MAX_REORDER_S = 2.0  # one stream may run this far ahead of the other before we stop waiting for it
 _MAX_BAD_PACKETS = 25  # isolated corrupt packets are skipped (as ffmpeg does); this many is a corrupt file
 _TRUNCATION_TOLERANCE_S = 0.5
 _SEEK_MIN_S = 30.0  # below this, decoding from the start is cheap and exact
@@ -149,29 +145,53 @@ def _decode(
         # Seeking lands near, not on, the target in some containers (MPEG-PS): seek early, trim exactly.
         container.seek(int((start_s - _SEEK_MARGIN_S) * av.time_base), any_frame=False, backward=True)
         seeked = True
-    clock = _AudioClock()
-    merger = _Merger(has_video=video_stream is not None)
+    clock = AudioClock()
+    merger = recorded_merger(has_video=video_stream is not None)
     padding = _CodecPaddingTrim(info.duration_s if info.duration_s > 0 else None)
     step_s = 1 / info.video_fps if info.video_fps else 0.04
     errors = _PacketErrors(path, seeked=seeked)
+    last_video_s: float | None = None
     reached_end = True
     for packet in _demux(path, container, streams):
         for frame in errors.decode(packet, audio_started=clock.samples_out > 0):
             if isinstance(frame, av.AudioFrame):
-                merger.audio.extend(padding.push(clock.push(frame)))
+                _push_audio(merger, padding.push(clock.push(frame)))
             else:
-                merger.push_video(_video_frame(frame, merger.last_video_s, step_s))
-        if end_s is not None and merger.passed(end_s, clock.end_s):
+                video = _video_frame(frame, last_video_s, step_s)
+                merger.push_video(video.time_s, video)
+                last_video_s = video.time_s
+        if end_s is not None and _passed(end_s, clock.end_s, last_video_s, has_video=video_stream is not None):
             reached_end = False
             break
-        yield from _clip(merger.ready(), start_s, end_s)
+        yield from _clip(_ready(merger), start_s, end_s)
     if reached_end:
-        merger.audio.extend(padding.push(clock.flush()))
-    merger.audio.extend(padding.finish())
-    merger.finished = True
-    yield from _clip(merger.ready(), start_s, end_s)
+        _push_audio(merger, padding.push(clock.flush()))
+    _push_audio(merger, padding.finish())
+    merger.end_audio()
+    merger.end_video()
+    yield from _clip(_ready(merger), start_s, end_s)
     if reached_end:
         _check_complete(path, info, clock, start_s, end_s)
+
+
+def _push_audio(merger: MediaMerger[VideoFrame], chunks: list[AudioChunk]) -> None:
+    for chunk in chunks:
+        merger.push_audio(chunk)
+
+
+def _ready(merger: MediaMerger[VideoFrame]) -> list[MediaItem]:
+    """Everything the merger can release now, in media-time order."""
+    out: list[MediaItem] = []
+    while (item := merger.pop()) is not None:
+        out.append(item if isinstance(item, AudioChunk) else item[1])
+    return out
+
+
+def _passed(time_s: float, audio_end_s: float | None, last_video_s: float | None, *, has_video: bool) -> bool:
+    """Whether both streams have been decoded up to `time_s`."""
+    audio_done = audio_end_s is not None and audio_end_s >= time_s
+    video_done = not has_video or (last_video_s is not None and last_video_s >= time_s)
+    return audio_done and video_done
 
 
 class _PacketErrors:
@@ -278,7 +298,7 @@ def _clip_chunk(chunk: AudioChunk, start_s: float | None, end_s: float | None) -
 
 
 def _check_complete(
-    path: str, info: MediaInfo, clock: _AudioClock, start_s: float | None, end_s: float | None
+    path: str, info: MediaInfo, clock: AudioClock, start_s: float | None, end_s: float | None
 ) -> None:
     if clock.samples_out == 0:
         raise MediaError(path, "corrupt: no decodable audio")
@@ -287,103 +307,3 @@ def _check_complete(
         raise MediaError(
             path, f"truncated: audio ends at {clock.end_s:.2f} s but the file declares {declared_end_s:.2f} s"
         )
-
-
-class _AudioClock:
-    """Resamples decoded audio to 16 kHz mono float32 and stamps it by sample count."""
-
-    def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-        self._base_s: float | None = None  # media time of sample 0 since the last (re)start
-        self._count = 0  # samples emitted since the last (re)start
-        self._in_next_s: float | None = None  # expected PTS of the next input frame
-        self._input_format: tuple[str, str, int] | None = None
-        self.samples_out = 0
-        self.end_s: float | None = None
-
-    def push(self, frame: av.AudioFrame) -> list[AudioChunk]:
-        chunks: list[AudioChunk] = []
-        time_s = frame.time
-        if time_s is not None and self._in_next_s is not None and time_s - self._in_next_s > _GAP_TOLERANCE_S:
-            chunks.extend(self.flush())  # a gap: drain, then restart the clock at the new PTS
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-            self._base_s = None
-        if self._base_s is None:
-            self._base_s = float(time_s) if time_s is not None else (self.end_s or 0.0)
-            self._count = 0
-        start_in_s = time_s if time_s is not None else (self._in_next_s or 0.0)
-        self._in_next_s = start_in_s + frame.samples / frame.sample_rate
-        input_format = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self._input_format is not None and input_format != self._input_format:
-            # The stream changed rate or layout (concatenated recordings): drain, then continue the clock.
-            chunks.extend(self.flush())
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-        self._input_format = input_format
-        frame.pts = None  # stamp by count: the resampler need not reconcile input PTS
-        chunks.extend(self._stamp(self._resampler.resample(frame)))
-        return chunks
-
-    def flush(self) -> list[AudioChunk]:
-        if self._base_s is None:
-            return []
-        return self._stamp(self._resampler.resample(None))
-
-    def _stamp(self, frames: list[av.AudioFrame]) -> list[AudioChunk]:
-        chunks = []
-        assert self._base_s is not None
-        for out in frames:
-            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)  # float32 [n] 16 kHz
-            if samples.size == 0:
-                continue
-            chunk = AudioChunk(start_s=self._base_s + self._count / SAMPLE_RATE_HZ, samples=samples)
-            self._count += samples.size
-            self.samples_out += samples.size
-            self.end_s = chunk.end_s
-            chunks.append(chunk)
-        return chunks
-
-
-class _Merger:
-    """Merges audio chunks and video frames into media-time order, waiting at most _MAX_REORDER_S."""
-
-    def __init__(self, *, has_video: bool) -> None:
-        self.audio: deque[AudioChunk] = deque()
-        self.video: deque[VideoFrame] = deque()
-        self.has_video = has_video
-        self.finished = False
-        self.last_video_s: float | None = None
-
-    def push_video(self, frame: VideoFrame) -> None:
-        self.video.append(frame)
-        self.last_video_s = frame.time_s
-
-    def ready(self) -> list[MediaItem]:
-        out: list[MediaItem] = []
-        while self.audio or self.video:
-            item = self._next()
-            if item is None:
-                break
-            out.append(item)
-        return out
-
-    def passed(self, time_s: float, audio_end_s: float | None) -> bool:
-        """Whether both streams have been decoded up to `time_s`."""
-        audio_done = audio_end_s is not None and audio_end_s >= time_s
-        video_done = not self.has_video or (self.last_video_s is not None and self.last_video_s >= time_s)
-        return audio_done and video_done
-
-    def _next(self) -> MediaItem | None:
-        if self.audio and self.video:
-            if self.audio[0].start_s <= self.video[0].time_s:
-                return self.audio.popleft()
-            return self.video.popleft()
-        if self.finished or not self.has_video:
-            return self.audio.popleft() if self.audio else self.video.popleft()
-        waiting = self.audio or self.video
-        if _time_s(waiting[-1]) - _time_s(waiting[0]) > _MAX_REORDER_S:
-            return waiting.popleft()
-        return None
-
-
-def _time_s(item: MediaItem) -> float:
-    return item.start_s if isinstance(item, AudioChunk) else item.time_s

@@ -1,4 +1,4 @@
-"""Evaluation metrics, numpy only: MMSA 2.2.1's regression metrics (spec §4.4) and depression metrics.
+"""Evaluation metrics, numpy only: MMSA 2.2.1's regression metrics (docs/selfmm.md §7) and depression metrics.
 
 Values are rounded to 4 decimals as MMSA does. Inputs are taken as float32, as MMSA receives torch tensors;
 comparisons with thresholds therefore happen in float32 exactly as in MMSA.

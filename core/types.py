@@ -1,4 +1,4 @@
-"""Units of data that flow between the pipeline's stages (DESIGN.md §2)."""
+"""Units of data that flow between the pipeline's stages."""
 
 from __future__ import annotations
 

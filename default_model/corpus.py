@@ -15,10 +15,10 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from core.splits import SPLITS, Split
 from models.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ CORPUS_FILES: dict[str, str] = {
 CORPORA: tuple[str, ...] = tuple(CORPUS_FILES)
 RATING_MAX = 4.0  # raters used -4..+4
 LABEL_MAX = 3.0  # our sentiment range is -3..3 (MOSI's)
-Split = Literal["train", "valid", "test"]
-SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_SEED = 1234
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from core.features import FeatureExtractor
+from core.splits import SPLITS, Split
 from core.types import SAMPLE_RATE_HZ, Features, StreamId, Transcript, Window
-from default_model.corpus import SPLITS, RatedSentence, Split, sample_per_corpus
+from default_model.corpus import RatedSentence, sample_per_corpus
 from default_model.tts import TRAIN_VOICES, TTSError, Voice, synthesize, voice_for
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def mmsa_split(
     text_max_length: int,
     extractor: FeatureExtractor,
 ) -> dict[str, object]:
-    """One split in MMSA's pickle schema (spec §5.2), zero-padded to the split's longest sequence."""
+    """One split in MMSA's pickle schema (docs/selfmm.md §6), zero-padded to the split's longest sequence."""
     n = len(sentences)
     audio_list = [spoken[pairing[s.key]].audio for s in sentences]
     vision_list = [spoken[pairing[s.key]].vision for s in sentences]

@@ -3,7 +3,7 @@
 Each sentence is spoken by a voice (language voice + variant), rate and pitch drawn from a fixed set; the sets
 used in training and the held-out set used for the spoken evaluation share no voice variant (speaker
 timbre). espeak-ng runs as a subprocess
-(`--stdout` WAV at 22.05 kHz) and PyAV resamples it exactly as live audio is resampled.
+(`--stdout` WAV at 22.05 kHz) and `core.resample.Resampler16k` resamples it, as it does live audio.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TypeVar
 import av
 import numpy as np
 
-from core.types import SAMPLE_RATE_HZ
+from core.resample import Resampler16k
 from models.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,14 @@ def speakable(text: str) -> str:
 
 
 def decode_wav(data: bytes) -> np.ndarray:
-    """WAV bytes → float32 [n] 16 kHz mono, resampled by PyAV as live audio is."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+    """WAV bytes → float32 [n] 16 kHz mono, resampled by the resampler live audio goes through."""
+    resampler = Resampler16k()
     pieces: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(data), mode="r", format="wav") as container:
             for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                pieces.append(out.to_ndarray().reshape(-1))
+                pieces += resampler.push(frame)
+            pieces += resampler.flush()
     except av.FFmpegError as exc:
         raise TTSError(f"cannot decode espeak-ng output ({exc})") from exc
     if not pieces:

@@ -18,7 +18,7 @@ from models.config import SelfMMConfig
 
 log = logging.getLogger(__name__)
 
-# What MMSA's released pickles hold (spec §5.3): none of it can be computed from a live call.
+# What MMSA's released pickles hold (docs/selfmm.md §6): none of it can be computed from a live call.
 MMSA_FEATURES: dict[str, dict[str, Any]] = {
     "mosi": {
         "audio_extractor": "COVAREP (CMU-MOSI 5-column subset)",

@@ -1,4 +1,4 @@
-"""Self-MM hyperparameters as a typed, frozen dataclass, with MMSA 2.2.1's presets (spec §2)."""
+"""Self-MM hyperparameters as a typed, frozen dataclass, with MMSA 2.2.1's presets (docs/selfmm.md §3)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from models.tasks import Task, make_task
 PresetName = Literal["mosi", "mosei", "sims"]
 PRESETS: tuple[str, ...] = ("mosi", "mosei", "sims")
 
-# config_regression.json, self_mm datasetParams (spec §2.2); text_out is not here: it follows the encoder.
+# MMSA's config/config_regression.json, self_mm datasetParams (docs/selfmm.md §3); text_out is not here: it
+# follows the encoder.
 _DATASET_PARAMS: dict[str, dict[str, Any]] = {
     "mosi": dict(
         batch_size=16, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=0.005,
@@ -121,7 +122,7 @@ class SelfMMConfig:
         if self.finetune_top_layers is not None and self.finetune_top_layers < 1:
             raise ModelConfigError(f"finetune_top_layers must be >= 1 or None, got {self.finetune_top_layers}")
         if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
-            # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (spec §1.3).
+            # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (docs/selfmm.md §2.3).
             raise ModelConfigError("only 1-layer audio/video LSTMs are supported (as every MMSA config)")
         make_task(self.task, self.dataset)  # validates the task name
 

@@ -4,136 +4,33 @@ Each labelled segment is decoded with ``core.media.decode_file`` (16 kHz mono fl
 its frames sampled to ``vision_fps`` with the agent's own ``FrameSampler``, wrapped in the agent's ``Window``
 and ``Transcript`` types and passed to ``FeatureExtractor.extract`` — the same call the live pipeline makes.
 
-Labels CSV columns: ``file`` (relative to the recordings directory), ``start_s``, ``end_s`` (empty = to the
-end of the file), ``label``, optional ``label_T``/``label_A``/``label_V``, optional ``text`` (else Whisper),
-``split`` (train/valid/test), optional ``clip_id``. Output: the MMSA pickle of selfmm-spec §5.2 (see
-``assemble``) plus ``<out>.json`` with the feature spec, counts, quality and any skipped rows.
+The labels CSV is read by ``core.labels.read_labels`` (columns there; here every row needs its ``split``).
+Output: the MMSA pickle of docs/selfmm.md §6 (see ``assemble``) plus ``<out>.json`` with the feature spec,
+counts, quality and any skipped rows.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import ConfigError, MediaError
 from core.features import FeatureExtractor, FeatureSpec
+from core.labels import LabelRow, LabelsError, read_labels
 from core.media import decode_file
 from core.mediatime import sample_frames as sample_media
+from core.splits import SPLITS
 from core.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
-from models.dataset_pickle import assemble, write_pickle
+from models.dataset_pickle import Sample, assemble, write_pickle
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-REQUIRED_COLUMNS = ("file", "start_s", "end_s", "label", "split")
 _STREAM = StreamId("dataset", "builder")
-
-
-@dataclass(frozen=True, slots=True)
-class LabelRow:
-    line: int  # line in the CSV (header = 1), for error messages
-    file: str
-    start_s: float
-    end_s: float | None  # None = to the end of the file
-    label: float
-    label_t: float | None
-    label_a: float | None
-    label_v: float | None
-    text: str | None
-    split: str
-    video_id: str
-    clip_id: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.video_id}$_${self.clip_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One labelled segment's model inputs (what ``models.dataset_pickle`` lays out)."""
-
-    row: LabelRow
-    raw_text: str
-    input_ids: np.ndarray  # int64 [n <= L]
-    audio: np.ndarray  # float32 [Ta, Da]
-    vision: np.ndarray  # float32 [Tv, Dv]
-    speech_ratio: float
-    face_visible_ratio: float
-
-
-class LabelsError(ConfigError):
-    """A labels CSV that cannot be used; the message names the file, line and column."""
-
-
-def _float(value: str, where: str, name: str, *, optional: bool) -> float | None:
-    value = (value or "").strip()
-    if not value:
-        if optional:
-            return None
-        raise LabelsError(f"{where}: column {name} is empty")
-    try:
-        number = float(value)
-    except ValueError:
-        raise LabelsError(f"{where}: column {name} is not a number: {value!r}") from None
-    if not math.isfinite(number):
-        raise LabelsError(f"{where}: column {name} is not finite: {value!r}")
-    return number
-
-
-def _row(raw: dict[str, str], line: int, path: Path, counters: dict[str, int]) -> LabelRow:
-    where = f"{path}:{line}"
-    file = (raw.get("file") or "").strip()
-    if not file:
-        raise LabelsError(f"{where}: column file is empty")
-    start_s = _float(raw["start_s"], where, "start_s", optional=True) or 0.0
-    end_s = _float(raw["end_s"], where, "end_s", optional=True)
-    if start_s < 0 or (end_s is not None and end_s <= start_s):
-        raise LabelsError(f"{where}: need 0 <= start_s < end_s, got start_s={start_s} end_s={end_s}")
-    split = (raw.get("split") or "").strip().lower()
-    if split not in SPLITS:
-        raise LabelsError(f"{where}: split must be one of {', '.join(SPLITS)}, got {raw.get('split')!r}")
-    video_id = str(Path(file).with_suffix("")).replace("\\", "/")
-    counters[video_id] = counters.get(video_id, 0) + 1
-    clip_id = (raw.get("clip_id") or "").strip() or str(counters[video_id])
-    text = raw.get("text")
-    label = _float(raw["label"], where, "label", optional=False)
-    assert label is not None
-    return LabelRow(
-        line=line, file=file, start_s=start_s, end_s=end_s, label=label,
-        label_t=_float(raw.get("label_T", ""), where, "label_T", optional=True),
-        label_a=_float(raw.get("label_A", ""), where, "label_A", optional=True),
-        label_v=_float(raw.get("label_V", ""), where, "label_V", optional=True),
-        text=text.strip() if text is not None and text.strip() else None,
-        split=split, video_id=video_id, clip_id=clip_id,
-    )  # fmt: skip
-
-
-def read_labels(path: Path) -> list[LabelRow]:
-    """Parse and check a labels CSV; LabelsError names the first problem (file, line, column)."""
-    if not path.is_file():
-        raise LabelsError(f"labels file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LabelsError(f"{path}: missing column(s) {', '.join(missing)} (have {reader.fieldnames})")
-        counters: dict[str, int] = {}
-        rows = [_row(raw, line, path, counters) for line, raw in enumerate(reader, start=2)]
-    if not rows:
-        raise LabelsError(f"{path}: no rows")
-    ids = [r.id for r in rows]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise LabelsError(f"{path}: id {duplicate!r} appears twice (file + clip_id must be unique)")
-    return rows
 
 
 def sample_frames(frames: list[VideoFrame], vision_fps: float) -> tuple[VideoFrame, ...]:
@@ -145,7 +42,8 @@ def segment_window(path: Path, row: LabelRow, vision_fps: float) -> Window:
     """Decode one labelled segment into the agent's Window (same decoder and frame sampling as live)."""
     chunks: list[AudioChunk] = []
     frames: list[VideoFrame] = []
-    for item in decode_file(path, start_s=row.start_s or None, end_s=row.end_s):
+    end_s = row.end_s if math.isfinite(row.end_s) else None
+    for item in decode_file(path, start_s=row.start_s or None, end_s=end_s):
         if isinstance(item, AudioChunk):
             chunks.append(item)
         else:
@@ -252,7 +150,7 @@ def build_dataset(
 
     if not recordings.is_dir():
         raise ConfigError(f"recordings directory not found: {recordings}")
-    rows = read_labels(labels)
+    rows = read_labels(labels, with_split=True)
     spec = feature_spec_for(text_encoder, text_max_length=text_max_length, vision_fps=vision_fps)
     width = 1 if compact_text else text_hidden_size(text_encoder)
     extractor = FeatureExtractor(spec, text_encoder)

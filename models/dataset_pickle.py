@@ -1,4 +1,4 @@
-"""MMSA "standard" pickle layout (selfmm-spec §5.2) of dataset-builder samples.
+"""MMSA "standard" pickle layout (docs/selfmm.md §6) of dataset-builder samples.
 
 Top level ``{"train", "valid", "test"}`` (all present, maybe empty). Per split: ``raw_text``, ``id``
 ("<video_id>$_$<clip_id>"), ``text`` (zero placeholder, see below), ``text_bert`` float32 [N, 3, L]
@@ -12,16 +12,27 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from core.features import FeatureSpec
-    from models.dataset_builder import Sample
+from core.features import FeatureSpec
+from core.labels import LabelRow
+from core.splits import SPLITS
 
-SPLITS = ("train", "valid", "test")
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labelled segment's model inputs (what this module lays out)."""
+
+    row: LabelRow
+    raw_text: str
+    input_ids: np.ndarray  # int64 [n <= L]
+    audio: np.ndarray  # float32 [Ta, Da]
+    vision: np.ndarray  # float32 [Tv, Dv]
+    speech_ratio: float
+    face_visible_ratio: float
 
 
 def _annotation(label: float) -> tuple[str, int]:
@@ -44,7 +55,7 @@ def _pad(arrays: list[np.ndarray], length: int, dim: int) -> tuple[np.ndarray, n
 def assemble_split(
     samples: list[Sample], spec: FeatureSpec, *, audio_len: int, vision_len: int, text_width: int
 ) -> dict[str, object]:
-    """One split in MMSA layout (selfmm-spec §5.2)."""
+    """One split in MMSA layout (docs/selfmm.md §6)."""
     n, length = len(samples), spec.text_max_length
     text_bert = np.zeros((n, 3, length), dtype=np.float32)  # rows: input_ids, mask, type ids; zero-padded
     for i, sample in enumerate(samples):

@@ -1,4 +1,4 @@
-"""MMSA 'standard' pickles (spec §5.2): a validating reader and a torch Dataset that also yields the index."""
+"""MMSA 'standard' pickles (docs/selfmm.md §6): a validating reader and a torch Dataset that also yields the index."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from core.splits import SPLITS
 from models.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 REQUIRED_KEYS = ("id", "text_bert", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels")
 
 

@@ -1,8 +1,8 @@
-"""Self-MM (Yu et al., AAAI 2021) with MMSA 2.2.1's architecture and parameter names (spec §1).
+"""Self-MM (Yu et al., AAAI 2021) with MMSA 2.2.1's architecture and parameter names (docs/selfmm.md §2).
 
 One deliberate deviation: the audio/video LSTMs run over the padded batch and gather the output at each
 sequence's last valid step instead of packing. For a 1-layer unidirectional LSTM that is exactly MMSA's packed
-h_n (tests/models/test_parity.py), and it exports to ONNX with dynamic axes (spec §8 #1).
+h_n (tests/models/test_selfmm_parity.py), and it exports to ONNX with dynamic axes (docs/selfmm.md §2.3, §8).
 """
 
 from __future__ import annotations

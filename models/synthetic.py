@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
-SPLITS = ("train", "valid", "test")
+from core.splits import SPLITS
+
 # A label function gets (input_ids [N,L] int, audio [N,Ta,Da], audio_lengths [N], vision [N,Tv,Dv],
 # vision_lengths [N]) and returns float labels [N].
 LabelFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -78,7 +79,7 @@ def write_synthetic_pickle(
     vocab_size: int = 30522,
     sims_unimodal_labels: bool = False,
 ) -> Path:
-    """Write an MMSA 'standard' pickle (spec §5.2) with random features and labels from `label_fn`."""
+    """Write an MMSA 'standard' pickle (docs/selfmm.md §6) with random features and labels from `label_fn`."""
     rng = np.random.default_rng(seed)
     data: dict[str, dict[str, object]] = {}
     for split, n in zip(SPLITS, (n_train, n_valid, n_test), strict=True):

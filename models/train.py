@@ -1,4 +1,4 @@
-"""Self-MM training with ULGM, in MMSA 2.2.1's exact order of operations (spec §3-§4).
+"""Self-MM training with ULGM, in MMSA 2.2.1's exact order of operations (docs/selfmm.md §4-§5).
 
 Differences from MMSA, none of which changes the numbers: the best weights are kept in memory rather than
 written to a file each time; `max_epochs` can cap the loop (MMSA has no cap); an empty ULGM centre keeps its
@@ -42,7 +42,7 @@ def setup_seed(seed: int) -> None:
 
 
 def build_optimizer(model: SelfMM, config: SelfMMConfig) -> torch.optim.Adam:
-    """Adam (coupled L2 decay) over MMSA's five parameter groups (spec §4.1)."""
+    """Adam (coupled L2 decay) over MMSA's five parameter groups (docs/selfmm.md §5)."""
     bert = list(model.text_model.named_parameters())
     other = [
         p for n, p in model.named_parameters()

@@ -1,4 +1,4 @@
-"""ULGM: Self-MM's unimodal label generation module, as MMSA 2.2.1's trainer implements it (spec §3).
+"""ULGM: Self-MM's unimodal label generation module, as MMSA 2.2.1's trainer implements it (docs/selfmm.md §4).
 
 Labels are stored centred at the task's `label_center` (0 for sentiment, so everything equals MMSA); the
 loss targets add the centre back, so the model predicts on the task's own scale.

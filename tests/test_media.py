@@ -10,8 +10,10 @@ import av
 import numpy as np
 import pytest
 
+from core.audiotime import AudioClock
 from core.errors import MediaError, NoAudioError
 from core.media import decode_file, probe
+from core.mediatime import recorded_merger
 from core.types import SAMPLE_RATE_HZ, AudioChunk, VideoFrame
 
 DURATION_TOLERANCE_S = 0.05
@@ -221,9 +223,7 @@ def test_probe_of_a_text_file_is_an_error_or_has_no_audio(tmp_path: Path) -> Non
 
 
 def test_a_change_of_sample_rate_mid_stream_keeps_the_clock_running() -> None:
-    from core.media import _AudioClock
-
-    clock = _AudioClock()
+    clock = AudioClock()
     chunks: list[AudioChunk] = []
     for rate in (44100, 44100, 22050, 48000):  # 0.1 s each
         frame = av.AudioFrame.from_ndarray(
@@ -235,3 +235,20 @@ def test_a_change_of_sample_rate_mid_stream_keeps_the_clock_running() -> None:
     assert chunks[-1].end_s == pytest.approx(0.4, abs=1e-3)
     for before, after in zip(chunks, chunks[1:], strict=False):
         assert after.start_s == pytest.approx(before.end_s)
+
+
+def test_recorded_merger_orders_by_start_and_keeps_every_frame() -> None:
+    merger = recorded_merger(has_video=True)
+    for i in range(10):  # 1 s of audio demuxed ahead of the video
+        merger.push_audio(AudioChunk(start_s=i * 0.1, samples=np.zeros(1600, np.float32)))
+    assert merger.pop() is None  # less than 2 s ahead: a frame before 0.0 may still come
+    for i in range(25):  # 25 fps: more than any vision_fps, all kept
+        merger.push_video(i * 0.04, VideoFrame(time_s=i * 0.04, rgb=np.zeros((2, 2, 3), np.uint8)))
+    merger.end_audio()
+    merger.end_video()
+    out = []
+    while (item := merger.pop()) is not None:
+        out.append(item if isinstance(item, AudioChunk) else item[1])
+    assert [_time_s(i) for i in out] == sorted(_time_s(i) for i in out)
+    assert isinstance(out[0], AudioChunk)  # a tie goes to the audio
+    assert sum(isinstance(i, VideoFrame) for i in out) == 25 and sum(isinstance(i, AudioChunk) for i in out) == 10

@@ -137,6 +137,16 @@ def test_time_stage_records_even_when_the_stage_raises():
     assert _value("affectstream_stage_latency_seconds_count", stage="features") == count + 1
 
 
+def test_time_stage_also_keeps_the_milliseconds_when_asked():
+    total_s = _value("affectstream_stage_latency_seconds_sum", stage="scoring")
+    latencies_ms = {"speech": 1.0}
+    with metrics.time_stage("scoring", latencies_ms):
+        time.sleep(0.02)
+    recorded_s = _value("affectstream_stage_latency_seconds_sum", stage="scoring") - total_s
+    assert latencies_ms["speech"] == 1.0 and latencies_ms["scoring"] >= 20.0
+    assert latencies_ms["scoring"] == pytest.approx(recorded_s * 1000)  # one measurement, two units
+
+
 def test_unknown_stage_is_refused_and_nothing_is_recorded():
     before = metrics.render()[0]
     with pytest.raises(ValueError, match="unknown stage 'speach'"):

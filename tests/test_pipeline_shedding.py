@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent import messages, metrics
-from agent.pipeline import Services, run_stream
+from agent.pipeline import Pipeline, run_stream
 from agent.settings import WindowSettings
 from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, Score, StreamId, TaskScore, Transcript, Window
 
@@ -59,16 +59,16 @@ async def _run(shed_on_overload: bool) -> tuple[list[Score], int, int]:
     async def sink(score: Score) -> None:
         published.append(score)
 
-    services = Services(
+    pipeline = Pipeline(
         window_settings=WindowSettings(mode="fixed", length_s=WINDOW_S, hop_s=WINDOW_S),
-        vad=None,  # type: ignore[arg-type]  # fixed windows need no voice activity
-        recognizer=SlowRecognizer(0.05),  # type: ignore[arg-type]
-        extractor=TinyExtractor(),  # type: ignore[arg-type]
-        scorer=ConstantScorer(),  # type: ignore[arg-type]
-        score_sinks=[sink],
+        vad=None,  # fixed windows need no voice activity
+        recognizer=SlowRecognizer(0.05),
+        extractor=TinyExtractor(),
+        scorer=ConstantScorer(),
+        score_sinks=(sink,),
         queue_windows=2,
     )
-    summary = await run_stream(STREAM, _media(12), services, shed_on_overload=shed_on_overload)
+    summary = await run_stream(STREAM, _media(12), pipeline, shed_on_overload=shed_on_overload)
     return published, summary.windows, summary.shed
 
 

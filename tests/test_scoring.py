@@ -6,25 +6,33 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from tiny_selfmm import AUDIO_DIM, VISION_DIM, export_tiny_bundle, make_tiny_encoder, tiny_feature_spec
 
 from agent.bundle import ModelBundle, ModelInputs
+from agent.runtime import load_bundles
 from agent.scoring import Scorer, length_runs, pad_batch, split_cost_tokens
 from agent.settings import ScoringSettings
 from core.card import UninformedInput
 from core.errors import ModelError
+from core.features import FeatureSpec
 from core.types import Features, StreamId, Transcript, Window
 
 pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("encoder") / "encoder")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory, encoder: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scoring")
-    encoder = make_tiny_encoder(root / "encoder")
     no_face = UninformedInput(rows=((0.0,) * VISION_DIM,), reason="test: vision not informed")
     return {
         "sentiment": export_tiny_bundle(encoder, root / "sentiment", seed=1),
@@ -232,3 +240,40 @@ def test_only_right_padded_text_is_scored(bundles: dict[str, Path]) -> None:
     for mask in ([0, 1, 1, 1], [1, 0, 1, 1], [1, 2, 1, 1]):
         with pytest.raises(ModelError, match="right padding"):
             bundle.prepare(replace(padded, attention_mask=np.array(mask)))
+
+
+# -- the runtime's bundles (agent/runtime.py load_bundles) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent_spec_bundle(tmp_path_factory: pytest.TempPathFactory, encoder: Path) -> Path:
+    """A tiny bundle whose card holds a whole FeatureSpec, as the bundles the runtime loads do."""
+    spec = replace(FeatureSpec.for_tokenizer(encoder), audio_dim=AUDIO_DIM, vision_dim=VISION_DIM)
+    return export_tiny_bundle(encoder, tmp_path_factory.mktemp("agent-spec") / "bundle", feature_spec=spec.to_dict())
+
+
+def test_the_runtime_opens_each_bundle_once(agent_spec_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    open_session = ort.InferenceSession
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(path)
+        return open_session(path, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counted)
+    scoring = ScoringSettings(bundles=[agent_spec_bundle], providers=["CPUExecutionProvider"])
+    (bundle,), spec = load_bundles(scoring)
+    assert len(opened) == 1  # the feature spec comes from the card, not from a session of its own
+    assert spec.to_dict() == bundle.card.feature_spec
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_the_runtimes_sessions_take_the_thread_settings(agent_spec_bundle: Path, spinning: bool) -> None:
+    scoring = ScoringSettings(
+        bundles=[agent_spec_bundle], providers=["CPUExecutionProvider"], intra_op_threads=2,
+        intra_op_spinning=spinning,
+    )  # fmt: skip
+    (bundle,), _ = load_bundles(scoring)
+    options = bundle.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")

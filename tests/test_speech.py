@@ -14,7 +14,7 @@ import pytest
 from agent.settings import SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer, load_whisper
 from agent.text_norm import normalize, number_to_words
-from cli.commands.transcribe import file_windows
+from agent.transcribe_file import file_windows
 from core.errors import ModelError
 from core.media import decode_file
 from core.types import AudioChunk, StreamId, Window

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
 from agent.broker import EmbeddedBroker
+from agent.settings import KafkaSettings
 from agent.text_norm import normalize
+from agent.topic_reader import read_topic
 from agent.transcripts_io import stream_for_file
 from cli.main import app
 
@@ -109,30 +110,14 @@ def test_transcribe_publish_round_trip(
     written = _lines(result.stdout)
     assert written
 
-    consumer = KafkaConsumer(
-        "t.transcripts.cli",
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        group_id="g.transcribe-cli",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    received = []
-    deadline = time.monotonic() + 30
-    while len(received) < len(written) and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            received.extend(records)
-    consumer.commit()
-    consumer.close()
+    received = read_topic(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), "t.transcripts.cli")
 
     assert len(received) == len(written)
-    expected_key = stream_for_file(path).key.encode()
+    expected_key = stream_for_file(path).key
     assert {r.key for r in received} == {expected_key}
     assert len({r.partition for r in received}) == 1  # one stream, one partition: ordered
-    bodies = [json.loads(r.value) for r in sorted(received, key=lambda r: r.offset)]
+    bodies = [r.message for r in received]
     assert [b["seq"] for b in bodies] == [w["seq"] for w in written]
     assert [b["text"] for b in bodies] == [w["text"] for w in written]
-    assert all(b["replay"] is True and b["stream"]["key"] == expected_key.decode() for b in bodies)
-    headers = dict(received[0].headers)
-    assert headers["stream_key"] == expected_key
+    assert all(b["replay"] is True and b["stream"]["key"] == expected_key for b in bodies)
+    assert received[0].headers["stream_key"] == expected_key.encode()

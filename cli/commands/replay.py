@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from agent.file_source import collect_sources
-from agent.jsonl_sink import JsonlWriter
-from agent.replay import ReplayOptions, replay
-from agent.services import open_runtime
-from agent.settings import Settings
+from agent.replay import run_replay
 from cli.options import build_settings
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "affect.replay.scores"
 
@@ -59,38 +52,3 @@ def register(app: typer.Typer) -> None:
         if not summary.ok:
             raise typer.Exit(1)
 
-
-async def run_replay(
-    paths: list[Path],
-    settings: Settings,
-    *,
-    pace: Literal["realtime", "fast"] = "fast",
-    via: Literal["direct", "webrtc"] = "direct",
-    from_s: float | None = None,
-    to_s: float | None = None,
-    output: Path | None = None,
-    transcripts: Path | None = None,
-    publish: bool = True,
-    progress: bool = True,
-):  # type: ignore[no-untyped-def]
-    """Load the runtime once, replay every source, close sinks; returns the ReplaySummary."""
-
-    sources = collect_sources(paths, start_s=from_s, end_s=to_s)  # bad paths fail before models load
-    writers: list[JsonlWriter] = []
-    async with open_runtime(settings, publish=publish, replay=True) as runtime:
-        if output is not None:
-            writer = JsonlWriter(output, "scores", replay=True)
-            writers.append(writer)
-            runtime.services.score_sinks.append(writer.score)
-        if transcripts is not None:
-            transcript_writer = JsonlWriter(transcripts, "transcripts", replay=True)
-            writers.append(transcript_writer)
-            runtime.services.transcript_sinks.append(transcript_writer.transcript)
-        try:
-            summary = await replay(sources, runtime.services, settings, ReplayOptions(pace, via, progress))
-        finally:
-            for writer in writers:
-                writer.close()
-    for writer in writers:
-        log.info("wrote %d %s line(s) to %s", writer.lines, writer.kind, writer.path)
-    return summary

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import open_runtime
 from cli.options import build_settings
 
 log = logging.getLogger(__name__)

@@ -52,6 +52,12 @@ def live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bundle
 
 
+@pytest.fixture(scope="module")
+def tiny_live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny servable bundle whatever the checkout holds (firefox_check.py: a tone, not speech, is scored)."""
+    return _tiny_live_bundle(tmp_path_factory.mktemp("tiny"))
+
+
 def _tiny_live_bundle(directory: Path) -> Path:
     """Random weights on a tiny BERT with the agent's real feature spec and dims; every modality informed."""
     import torch

@@ -1,11 +1,13 @@
 """Manual check that the browser client works in Firefox (CI runs the Chromium test only; Firefox is not part
-of the test setup). Needs `firefox-esr` (Debian) or `firefox` on PATH:
+of the test setup). Needs `firefox-esr` (Debian) or `firefox` on PATH, else it is skipped:
 
-    .venv/bin/python tests/browser/firefox_check.py
+    .venv/bin/pytest -q -s -p no:cacheprovider tests/browser/firefox_check.py
 
-Starts an embedded broker and the agent (a tiny live-compatible bundle, fixed 2 s windows: Firefox's fake
-microphone plays a tone, not speech), opens the page in headless Firefox with its fake camera and microphone,
-drives it over WebDriver BiDi, and prints the page's state until scores arrive; exits 1 if they do not.
+Its name does not match test_*.py, so the suite never collects it; pytest runs it when it is named (and then
+provides the fixtures of tests/conftest.py and tests/browser/conftest.py). Starts an embedded broker and the
+agent (a tiny live-compatible bundle, fixed 2 s windows: Firefox's fake microphone plays a tone, not speech),
+opens the page in headless Firefox with its fake camera and microphone, drives it over WebDriver BiDi, and
+prints the page's state until scores arrive; fails if they do not.
 """
 
 from __future__ import annotations
@@ -16,22 +18,20 @@ import json
 import secrets
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]  # browser conftest first
+import aiohttp
+import pytest
+from pydantic import SecretStr
 
-import aiohttp  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
+from agent.broker import EmbeddedBroker, free_port
+from agent.runtime import open_runtime
+from agent.server import AgentServer
+from agent.settings import Settings
 
-from agent.broker import EmbeddedBroker, free_port  # noqa: E402
-from agent.server import AgentServer  # noqa: E402
-from agent.services import open_runtime  # noqa: E402
-from agent.settings import Settings  # noqa: E402
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 PREFS = {
     "media.navigator.streams.fake": True,  # fake camera + microphone
@@ -117,23 +117,25 @@ async def drive(firefox: str, page_url: str, workdir: Path) -> int:
         process.wait(10)
 
 
-async def main() -> int:
-    from conftest import _tiny_live_bundle
+@pytest.fixture(scope="module")
+def firefox() -> str:
+    found = shutil.which("firefox-esr") or shutil.which("firefox")
+    if found is None:
+        pytest.skip("firefox not found: apt-get install firefox-esr")
+    return found
 
-    firefox = shutil.which("firefox-esr") or shutil.which("firefox")
-    if firefox is None:
-        print("firefox not found: apt-get install firefox-esr", file=sys.stderr)
-        return 2
+
+async def test_firefox_page_receives_scores(firefox: str, tiny_live_bundle: Path, tmp_path: Path) -> None:
     token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker("127.0.0.1", free_port()) as broker:
-        workdir = Path(tmp)
+    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
+        workdir = tmp_path
         base = Settings()
         settings = base.model_copy(update={
             "kafka": base.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers}),
             "ingest": base.ingest.model_copy(
                 update={"port": 0, "tokens": [SecretStr(token)], "ice_loopback": "only"}),
             "publish": base.publish.model_copy(update={"spool_dir": workdir / "spool"}),
-            "scoring": base.scoring.model_copy(update={"bundles": [_tiny_live_bundle(workdir / "bundle")]}),
+            "scoring": base.scoring.model_copy(update={"bundles": [tiny_live_bundle]}),
             "windows": base.windows.model_copy(update={"mode": "fixed", "length_s": 2.0, "hop_s": 2.0}),
         })
         async with open_runtime(settings) as runtime:
@@ -141,10 +143,6 @@ async def main() -> int:
             url = await server.start()
             try:
                 query = f"call_id=firefox-check&participant_id=p1&role=patient&token={token}"
-                return await drive(firefox, f"{url}/?{query}", workdir)
+                assert await drive(firefox, f"{url}/?{query}", workdir) == 0, "no scores reached the page"
             finally:
                 await server.close()
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))

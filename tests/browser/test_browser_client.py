@@ -27,8 +27,8 @@ from pydantic import SecretStr
 
 from agent.broker import EmbeddedBroker
 from agent.loopback import configure_loopback, current_mode
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import open_runtime
 from agent.settings import Settings
 from cli.demo import read_scores
 from core.types import StreamId

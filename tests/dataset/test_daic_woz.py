@@ -14,6 +14,7 @@ import soundfile as sf
 from dataset_testing import train_one_epoch
 
 from core.errors import ConfigError, MediaError
+from core.labels import LabelsError
 from models.adapters.daic_woz import Turn, merge_turns, participant_turns, write_labels
 from models.dataset_builder import build_dataset
 
@@ -165,8 +166,6 @@ def test_whisper_transcribes_segments_without_text(
 
 
 def test_segments_without_text_need_whisper(daic_root: Path, tiny_encoder: Path, tmp_path: Path) -> None:
-    from models.dataset_builder import LabelsError
-
     labels = tmp_path / "labels.csv"
     labels.write_text("file,start_s,end_s,label,split\n300_P/300_AUDIO.wav,0,2,3,train\n", encoding="utf-8")
     with pytest.raises(LabelsError, match="line 2: no text"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
-from models.dataset_builder import LabelsError, read_labels
+from core.labels import LabelsError, read_labels
 
 HEADER = "file,start_s,end_s,label,label_T,label_A,label_V,text,split\n"
 
@@ -19,13 +20,13 @@ def _write(tmp_path: Path, body: str, header: str = HEADER) -> Path:
 
 def test_reads_rows_ids_and_optional_columns(tmp_path: Path) -> None:
     body = "a/x.mp4,0,2.5,1.5,,0.5,-1,hello,train\na/x.mp4,3,,0,,,,,valid\nb.wav,,,-0.0,,,,t,test\n"
-    rows = read_labels(_write(tmp_path, body))
+    rows = read_labels(_write(tmp_path, body), with_split=True)
     assert [r.id for r in rows] == ["a/x$_$1", "a/x$_$2", "b$_$1"]
     first, second, third = rows
     assert (first.start_s, first.end_s, first.label, first.label_t, first.label_a, first.label_v) == (
         0.0, 2.5, 1.5, None, 0.5, -1.0,
     )  # fmt: skip
-    assert first.text == "hello" and second.text is None and second.end_s is None and third.start_s == 0.0
+    assert first.text == "hello" and second.text is None and second.end_s == math.inf and third.start_s == 0.0
     assert [r.split for r in rows] == ["train", "valid", "test"] and third.line == 4
 
 
@@ -43,17 +44,17 @@ def test_reads_rows_ids_and_optional_columns(tmp_path: Path) -> None:
 )
 def test_bad_rows_are_named(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(LabelsError, match=message):
-        read_labels(_write(tmp_path, body))
+        read_labels(_write(tmp_path, body), with_split=True)
 
 
 def test_missing_columns_and_file(tmp_path: Path) -> None:
     with pytest.raises(LabelsError, match="missing column"):
-        read_labels(_write(tmp_path, "x.mp4,1\n", header="file,label\n"))
+        read_labels(_write(tmp_path, "x.mp4,1\n", header="file,label\n"), with_split=True)
     with pytest.raises(LabelsError, match="not found"):
-        read_labels(tmp_path / "nope.csv")
+        read_labels(tmp_path / "nope.csv", with_split=True)
 
 
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     header = "file,start_s,end_s,label,split,clip_id\n"
     with pytest.raises(LabelsError, match="appears twice"):
-        read_labels(_write(tmp_path, "x.mp4,0,1,0,train,7\nx.mp4,1,2,0,train,7\n", header=header))
+        read_labels(_write(tmp_path, "x.mp4,0,1,0,train,7\nx.mp4,1,2,0,train,7\n", header=header), with_split=True)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from core.features import FeatureExtractor, FeatureSpec, audio_features
-from core.types import SAMPLE_RATE_HZ
+from core.media import decode_file
+from core.types import SAMPLE_RATE_HZ, AudioChunk
 from default_model.corpus import RatedSentence
 from default_model.tts import (
     HELDOUT_VOICES,
     TRAIN_VOICES,
     TTSError,
     Voice,
+    decode_wav,
     speakable,
     synthesize,
     synthesize_many,
@@ -72,6 +76,23 @@ def test_many_in_order_with_a_post_step() -> None:
     frames = list(synthesize_many(jobs, workers=2, then=audio_features))
     assert frames[0].shape == frames[2].shape and np.array_equal(frames[0], frames[2])
     assert frames[1].shape[0] < frames[0].shape[0]
+
+
+def test_spoken_audio_is_what_replaying_the_wav_would_hear(tmp_path: Path) -> None:
+    """decode_wav resamples with the resampler decode_file (and live ingest) use: same WAV, same 16 kHz samples."""
+    rate = 22_050  # espeak-ng's --stdout rate
+    path = tmp_path / "tone.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        tone = (np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(tone[None], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    replayed = np.concatenate([item.samples for item in decode_file(path) if isinstance(item, AudioChunk)])
+    spoken = decode_wav(path.read_bytes())
+    assert len(spoken) == pytest.approx(SAMPLE_RATE_HZ, abs=2)
+    np.testing.assert_array_equal(spoken, replayed)
 
 
 def test_training_sample_uses_the_agent_extractor() -> None:

@@ -1,4 +1,4 @@
-"""Pure cores of ingest: RTP timeline gap filling, resampling, frame sampling, media-time merging."""
+"""Pure cores of ingest: gap policy, RTP timeline gap filling, resampling, frame sampling, media-time merging."""
 
 from __future__ import annotations
 
@@ -8,8 +8,34 @@ import av
 import numpy as np
 import pytest
 
-from core.mediatime import AudioConverter, AudioTimeline, FrameSampler, MediaMerger, OverloadError, Placement
+from core.audiotime import AudioClock, AudioConverter, AudioTimeline, Placement
+from core.gaps import LIVE_GAPS, RECORDED_GAPS, GapPolicy, Jump
+from core.mediatime import FrameSampler, MediaMerger, OverloadError
+from core.resample import Resampler16k
 from core.types import SAMPLE_RATE_HZ, AudioChunk
+
+# (policy, offset in samples, rate, expected judgement)
+GAP_CASES = {
+    "live: 2 ms at 48 kHz is jitter": (LIVE_GAPS, 96, 48_000, Jump.NONE),
+    "live: just past 2 ms is a gap": (LIVE_GAPS, 97, 48_000, Jump.GAP),
+    "live: a repeated packet overlaps": (LIVE_GAPS, -960, 48_000, Jump.OVERLAP),
+    "live: 10 s is still a gap": (LIVE_GAPS, 480_000, 48_000, Jump.GAP),
+    "live: past 10 s the clock jumped": (LIVE_GAPS, 480_001, 48_000, Jump.CLOCK_JUMP),
+    "live: back past 10 s too": (LIVE_GAPS, -480_001, 48_000, Jump.CLOCK_JUMP),
+    "recorded: 20 ms at 44.1 kHz is rounding": (RECORDED_GAPS, 882, 44_100, Jump.NONE),
+    "recorded: just past 20 ms is a gap": (RECORDED_GAPS, 883, 44_100, Jump.GAP),
+    "recorded: an hour is still a gap": (RECORDED_GAPS, 3600 * 44_100, 44_100, Jump.GAP),
+    "recorded: a step back": (RECORDED_GAPS, -883, 44_100, Jump.OVERLAP),
+    "a zero tolerance still absorbs one sample": (GapPolicy(tolerance_s=0.0), 1, 16_000, Jump.NONE),
+    "two samples are a gap then": (GapPolicy(tolerance_s=0.0), 2, 16_000, Jump.GAP),
+}
+
+
+@pytest.mark.parametrize("name", GAP_CASES)
+def test_gap_policy(name: str) -> None:
+    policy, offset, rate, expected = GAP_CASES[name]
+    assert policy.judge(offset, rate) is expected
+
 
 # (frames as (timestamp, n_samples) at 48 kHz, expected placements, expected counters)
 TIMELINE_CASES = {
@@ -40,7 +66,7 @@ TIMELINE_CASES = {
 @pytest.mark.parametrize("name", TIMELINE_CASES)
 def test_audio_timeline(name: str) -> None:
     frames, expected, counters = TIMELINE_CASES[name]
-    timeline = AudioTimeline(48_000, tolerance_s=0.002, max_gap_s=10.0)
+    timeline = AudioTimeline(48_000, GapPolicy(tolerance_s=0.002, max_gap_s=10.0))
     placements = [timeline.place(ts, n) for ts, n in frames]
     assert placements == [Placement(*p) for p in expected]
     for counter, value in counters.items():
@@ -99,6 +125,41 @@ def test_converter_drops_duplicates_without_shifting_time() -> None:
     frames.insert(5, _tone_frame(4 * 960, 960, 48_000, "stereo"))  # a retransmitted duplicate
     audio = _collect(AudioConverter(), frames)
     assert len(audio) == pytest.approx(16_000 * 0.2, abs=2)
+
+
+@pytest.mark.parametrize(("rate", "layout"), [(48_000, "stereo"), (8_000, "mono"), (44_100, "mono")])
+def test_resampler_gives_float32_mono_16k(rate: int, layout: str) -> None:
+    resampler = Resampler16k()
+    step = rate // 50
+    pieces = [a for i in range(50) for a in resampler.push(_tone_frame(i * step, step, rate, layout))]
+    pieces += resampler.flush()
+    assert all(a.dtype == np.float32 and a.ndim == 1 and a.size for a in pieces)
+    assert sum(a.size for a in pieces) == pytest.approx(SAMPLE_RATE_HZ, abs=2)  # 1 s in, 1 s out
+    assert resampler.flush() == []
+
+
+def test_resampler_drains_when_the_input_format_changes() -> None:
+    resampler = Resampler16k()
+    pieces = [a for i in range(25) for a in resampler.push(_tone_frame(i * 960, 960, 48_000, "stereo"))]
+    assert resampler.input == (48_000, "s16", "stereo")
+    pieces += [a for i in range(25) for a in resampler.push(_tone_frame(i * 160, 160, 8_000, "mono"))]
+    pieces += resampler.flush()
+    assert sum(a.size for a in pieces) == pytest.approx(SAMPLE_RATE_HZ, abs=4)  # 0.5 s + 0.5 s, none lost
+
+
+def test_live_and_recorded_audio_are_resampled_alike() -> None:
+    """Contiguous audio gives the same 16 kHz samples through live ingest and through a recording's clock."""
+    live, recorded = AudioConverter(), AudioClock()
+    live_chunks, recorded_chunks = [], []
+    for i in range(50):
+        live_chunks += live.convert(_tone_frame(i * 960, 960, 48_000, "stereo"))
+        recorded_chunks += recorded.push(_tone_frame(i * 960, 960, 48_000, "stereo"))
+    live_chunks += live.flush()
+    recorded_chunks += recorded.flush()
+    np.testing.assert_array_equal(
+        np.concatenate([c.samples for c in live_chunks]), np.concatenate([c.samples for c in recorded_chunks])
+    )
+    assert [c.start_s for c in live_chunks] == [c.start_s for c in recorded_chunks]
 
 
 # (frame times, fps, max_pending, expected kept times)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
-from agent import messages
+from agent import topic_reader
 from agent.settings import KafkaSettings, MonitorSettings, PublishSettings, TopicSettings
+from agent.topic_reader import TopicRecord
 
 
 def kafka_settings(bootstrap_servers: str, prefix: str | None = None) -> KafkaSettings:
@@ -35,46 +31,16 @@ def monitor_settings(group_id: str) -> MonitorSettings:
     )
 
 
-@dataclass(frozen=True)
-class Received:
-    partition: int
-    offset: int
-    key: str
-    headers: dict[str, bytes]
-    message: dict
-
-
 def read_topic(bootstrap_servers: str, topic: str, *, at_least: int, timeout_s: float = 20.0,
-               quiet_s: float = 1.0) -> list[Received]:  # fmt: skip
-    """Every record of `topic` from the beginning: waits for `at_least`, then for `quiet_s` without more."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                             request_timeout_ms=2000)  # fmt: skip
-    out: list[Received] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not (parts := consumer.partitions_for_topic(topic)):
-            if time.monotonic() > deadline:
-                return out
-            time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=100)
-            for tp, records in batch.items():
-                for r in records:
-                    out.append(Received(tp.partition, r.offset, r.key.decode(), dict(r.headers),
-                                        messages.decode(r.value)))  # fmt: skip
-                    last_new = time.monotonic()
-            if len(out) >= at_least and time.monotonic() - last_new >= quiet_s:
-                break
-    finally:
-        consumer.close(autocommit=False)
-    return out
+               quiet_s: float = 1.0) -> list[TopicRecord]:  # fmt: skip
+    """Every record of `topic` from the beginning, once `at_least` arrived and none more for `quiet_s`
+    (producers may still be at work; the topic may not exist yet). TopicReadTimeout says what came."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+    return topic_reader.read_topic(kafka, topic, timeout_s=timeout_s, if_missing="wait", at_least=at_least,
+                                   quiet_s=quiet_s)  # fmt: skip
 
 
-def first_seen_seqs(received: list[Received]) -> dict[str, list[int]]:
+def first_seen_seqs(received: list[TopicRecord]) -> dict[str, list[int]]:
     """Per stream key, seqs in arrival order with duplicates dropped (what a consumer keeps)."""
     seen: dict[str, list[int]] = {}
     for r in received:

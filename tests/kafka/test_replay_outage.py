@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kafka_helpers import Received, first_seen_seqs, read_topic
+from kafka_helpers import first_seen_seqs, read_topic
 
 from agent import messages
 from agent.broker import EmbeddedBroker
 from agent.file_source import collect_sources
 from agent.replay import ReplayOptions, replay
-from agent.services import open_runtime
+from agent.runtime import open_runtime
 from agent.settings import Settings
+from agent.topic_reader import TopicRecord
 from core.types import Score
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ class _Outage:
 
     broker: EmbeddedBroker
     topic: str
-    before_stop: list[Received] = field(default_factory=list)
+    before_stop: list[TopicRecord] = field(default_factory=list)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     stopped_at_s: float = 0.0
     restarted_at_s: float = 0.0
@@ -90,8 +91,8 @@ async def _restart_after_outage(outage: _Outage) -> float:
     return outage.restarted_at_s - outage.stopped_at_s
 
 
-def _seqs_in_offset_order(received: list[Received]) -> dict[str, list[int]]:
-    by_key: dict[str, list[Received]] = {}
+def _seqs_in_offset_order(received: list[TopicRecord]) -> dict[str, list[int]]:
+    by_key: dict[str, list[TopicRecord]] = {}
     for r in received:
         by_key.setdefault(r.key, []).append(r)
     return {k: [r.message["seq"] for r in sorted(rs, key=lambda r: r.offset)] for k, rs in by_key.items()}
@@ -104,12 +105,12 @@ async def test_broker_down_20_s_mid_replay_every_window_once_in_order(
     settings = _settings(broker.bootstrap_servers, sentiment_bundle, tmp_path / "spool")
     source = collect_sources([shared_data / "av" / "derived" / "grid_11clips_concat.mp4"])[0]
     outage = _Outage(broker, settings.kafka.topics.scores)
-    async with open_runtime(settings, publish=True, replay=True) as runtime:
+    # given after the publisher's sink, the outage's sees each score once it was acknowledged
+    async with open_runtime(settings, publish=True, replay=True, score_sinks=[outage.sink]) as runtime:
         publisher = runtime.publisher
         assert publisher is not None
-        runtime.services.score_sinks.append(outage.sink)  # after the publisher's sink: sees acked scores
         restart = asyncio.create_task(_restart_after_outage(outage))
-        summary = await replay([source], runtime.services, settings,
+        summary = await replay([source], runtime.pipeline, settings,
                                ReplayOptions(pace="realtime", progress=False))  # fmt: skip
         replay_ended_s = time.monotonic()
         outage_s = await asyncio.wait_for(restart, OUTAGE_S + 30)

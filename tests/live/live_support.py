@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
@@ -11,13 +10,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 from pydantic import SecretStr
 
+from agent import topic_reader
 from agent.file_source import ReplaySource, file_media
-from agent.pipeline import Services, run_stream
-from agent.settings import Settings, WindowSettings
+from agent.pipeline import Pipeline, run_stream
+from agent.settings import KafkaSettings, Settings, WindowSettings
+from agent.stages import Sink
+from agent.topic_reader import TopicRecord
 from core.types import Score, StreamId, Transcript
 
 TOKEN = "live-test-token"
@@ -99,69 +99,39 @@ class Collected:
     transcripts: list[Transcript]
 
 
-def services_with(services: Services, windows: WindowSettings, collect: Collected | None = None) -> Services:
+def pipeline_with(pipeline: Pipeline, windows: WindowSettings, collect: Collected | None = None) -> Pipeline:
     """The same models with other window settings and sinks of their own (one process, one model each)."""
-    sinks = [] if collect is None else [_append(collect.scores)]
-    transcript_sinks = [] if collect is None else [_append(collect.transcripts)]
-    return replace(services, window_settings=windows, score_sinks=sinks, transcript_sinks=transcript_sinks)
+    sinks = () if collect is None else (_append(collect.scores),)
+    transcript_sinks = () if collect is None else (_append(collect.transcripts),)
+    return replace(pipeline, window_settings=windows, score_sinks=sinks, transcript_sinks=transcript_sinks)
 
 
-def _append(target: list[Any]):  # type: ignore[no-untyped-def]
+def _append(target: list[Any]) -> Sink[Any]:
     async def sink(item: Any) -> None:
         target.append(item)
 
     return sink
 
 
-async def reference_run(path: Path, services: Services, windows: WindowSettings, vision_fps: float) -> Collected:
+async def reference_run(path: Path, pipeline: Pipeline, windows: WindowSettings, vision_fps: float) -> Collected:
     """The file decoded directly (no WebRTC) through the very same pipeline, without shedding."""
     collected = Collected([], [])
     stream = StreamId("reference", path.stem[:100])
     media = file_media(ReplaySource(stream, path), vision_fps, pace="fast")
-    await run_stream(stream, media, services_with(services, windows, collected), shed_on_overload=False)
+    await run_stream(stream, media, pipeline_with(pipeline, windows, collected), shed_on_overload=False)
     collected.scores.sort(key=lambda s: s.window.seq)
     collected.transcripts.sort(key=lambda t: t.window.seq)
     return collected
 
 
-@dataclass(frozen=True)
-class Record:
-    partition: int
-    offset: int
-    key: str
-    message: dict[str, Any]
+def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0,
+               quiet_s: float = 1.0) -> list[TopicRecord]:  # fmt: skip
+    """Every record of `topic` from the beginning, in offset order per partition; none came for `quiet_s`."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    return topic_reader.read_topic(kafka, topic, timeout_s=timeout_s, if_missing="wait", quiet_s=quiet_s)
 
 
-def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0, quiet_s: float = 1.0) -> list[Record]:
-    """Every record of `topic` from the beginning, in offset order per partition (no consumer group)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                             request_timeout_ms=3000)  # fmt: skip
-    out: list[Record] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not (parts := consumer.partitions_for_topic(topic)):
-            if time.monotonic() > deadline:
-                return out
-            time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=100).items():
-                for r in records:
-                    out.append(Record(tp.partition, r.offset, r.key.decode(), json.loads(r.value)))
-                    last_new = time.monotonic()
-            caught_up = all(consumer.position(tp) >= end[tp] for tp in tps)
-            if caught_up and time.monotonic() - last_new >= quiet_s:
-                break
-    finally:
-        consumer.close(autocommit=False)
-    return sorted(out, key=lambda r: (r.partition, r.offset))
-
-
-def by_stream(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
+def by_stream(records: list[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
     """Messages per stream key in arrival (offset) order; one key lives on one partition."""
     out: dict[str, list[dict[str, Any]]] = {}
     for record in records:

@@ -44,8 +44,8 @@ from live_support import (
 )
 
 from agent import stream_client
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import open_runtime
 from agent.settings import Settings
 from agent.stream_client import stream_file
 
@@ -241,7 +241,7 @@ async def _run(settings: Settings) -> Scenario:
         for name in CLIPS:
             path = GRID_CLIPS / f"grid_{name}.mpg"
             scenario.reference[name] = await reference_run(
-                path, runtime.services, settings.windows, settings.features.vision_fps
+                path, runtime.pipeline, settings.windows, settings.features.vision_fps
             )
     topics = settings.kafka.topics
     scenario.live = by_stream(read_topic(settings.kafka.bootstrap_servers, topics.scores))

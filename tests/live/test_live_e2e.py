@@ -32,8 +32,8 @@ from live_support import (
     words,
 )
 
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import Runtime, open_runtime
 from agent.settings import Settings, WindowSettings
 from agent.stream_client import stream_file
 from agent.text_norm import normalize
@@ -68,21 +68,14 @@ def key(name: str, mode: str) -> str:
 
 async def _run(settings: Settings) -> Scenario:
     vision_fps = settings.features.vision_fps
-    async with open_runtime(settings) as runtime:
-        live_scores: dict[str, list[Score]] = {}
+    live_scores: dict[str, list[Score]] = {}
 
-        async def keep(score: Score) -> None:  # the live features, to explain score differences
-            live_scores.setdefault(score.window.stream.key, []).append(score)
+    async def keep(score: Score) -> None:  # the live features, to explain score differences
+        live_scores.setdefault(score.window.stream.key, []).append(score)
 
-        runtime.services.score_sinks.append(keep)
-        fixed_services = replace(
-            runtime.services, window_settings=FIXED, score_sinks=list(runtime.services.score_sinks),
-            transcript_sinks=list(runtime.services.transcript_sinks),
-        )  # fmt: skip
-        servers = {
-            "utterance": AgentServer(settings, runtime),
-            "fixed": AgentServer(settings, Runtime(fixed_services, runtime.publisher, runtime.bundles)),
-        }
+    async with open_runtime(settings, score_sinks=[keep]) as runtime:
+        fixed = replace(runtime, pipeline=replace(runtime.pipeline, window_settings=FIXED))
+        servers = {"utterance": AgentServer(settings, runtime), "fixed": AgentServer(settings, fixed)}
         bases = {mode: await server.start() for mode, server in servers.items()}
         try:
             jobs = {
@@ -98,7 +91,7 @@ async def _run(settings: Settings) -> Scenario:
         reference = {}
         for name, path in FILES.items():
             for mode, windows in (("utterance", settings.windows), ("fixed", FIXED)):
-                reference[f"{name}/{mode}"] = await reference_run(path, runtime.services, windows, vision_fps)
+                reference[f"{name}/{mode}"] = await reference_run(path, runtime.pipeline, windows, vision_fps)
     topics = settings.kafka.topics
     sent = {key(name, mode): result.audio_s for (name, mode), result in zip(jobs, results, strict=True)}
     return Scenario(

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from live_support import (
     Collected,
     by_stream,
     live_settings,
+    pipeline_with,
     read_topic,
-    services_with,
     wait_for,
     whip_url,
 )
@@ -33,8 +34,8 @@ from agent.broker import EmbeddedBroker, free_port
 from agent.errors import SpoolFullError
 from agent.file_source import ReplaySource, file_media
 from agent.pipeline import run_stream
+from agent.runtime import open_runtime
 from agent.server import AgentServer
-from agent.services import open_runtime
 from agent.stream_client import StreamError, stream_file
 from core.types import Score, StreamId
 
@@ -230,10 +231,10 @@ async def test_a_failing_sink_loses_no_window_for_the_others(live_bundle: Path, 
         raise SpoolFullError("spool full (test)")
 
     async with open_runtime(settings, publish=False) as runtime:
-        services = services_with(runtime.services, settings.windows, collected)
-        services.score_sinks.insert(0, failing)
+        collecting = pipeline_with(runtime.pipeline, settings.windows, collected)
+        pipeline = replace(collecting, score_sinks=(failing, *collecting.score_sinks))  # the failing one first
         stream = StreamId("sink-test", "p1")
         media = file_media(ReplaySource(stream, GRID_CLIPS / "grid_brbk7n.mpg"), settings.features.vision_fps)
-        summary = await run_stream(stream, media, services, shed_on_overload=False)
+        summary = await run_stream(stream, media, pipeline, shed_on_overload=False)
     assert summary.windows >= 1 and summary.scored == summary.windows and summary.failed == 0
     assert refused == [s.window.seq for s in collected.scores] == list(range(summary.windows))

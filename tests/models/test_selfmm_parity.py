@@ -53,7 +53,7 @@ def test_state_dict_names_are_mmsa_minus_prefix(tiny_bert_dir: Path) -> None:
     expected = {k.removeprefix("Model."): tuple(v.shape) for k, v in reference.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
     non_bert = [k for k in expected if not k.startswith("text_model.")]
-    assert len(non_bert) == 36  # spec §1.6
+    assert len(non_bert) == 36  # docs/selfmm.md §2.5
 
 
 def test_gathered_lstm_equals_packed_final_state(tiny_bert_dir: Path) -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent.evaluate import LabelSegment, evaluate, latency_stats, match, read_labels, windows_from_messages
+from agent.evaluate import evaluate, latency_stats, match, windows_from_messages
 from agent.report import compare_windows
 from core.errors import ConfigError
+from core.labels import LabelRow, read_labels
 
 
 def message(seq: int, start_s: float, end_s: float, m: float, *, call_id: str = "x.mp4", shed: bool = False,
@@ -26,8 +27,8 @@ def message(seq: int, start_s: float, end_s: float, m: float, *, call_id: str = 
     }  # fmt: skip
 
 
-def segment(start_s: float, end_s: float, label: float, file: str = "data/x.mp4") -> LabelSegment:
-    return LabelSegment(2, file, start_s, end_s, {"m": label})
+def segment(start_s: float, end_s: float, label: float, file: str = "data/x.mp4") -> LabelRow:
+    return LabelRow(line=2, file=file, start_s=start_s, end_s=end_s, label=label, clip_id="1")
 
 
 @pytest.mark.parametrize(
@@ -105,8 +106,8 @@ def test_compare_aligns_windows_by_stream_and_seq() -> None:
     [
         ("file,start_s,label\nx,0,1\n", "lacks column"),
         ("file,start_s,end_s,label\nx,0,1,\n", "label is empty"),
-        ("file,start_s,end_s,label\nx,2,1,0\n", "must be after"),
-        ("file,start_s,end_s,label\nx,zero,1,0\n", "start_s must be a number"),
+        ("file,start_s,end_s,label\nx,2,1,0\n", "need 0 <= start_s < end_s"),
+        ("file,start_s,end_s,label\nx,zero,1,0\n", "column start_s is not a number"),
         ("file,start_s,end_s,label\n", "no labelled segments"),
     ],
 )

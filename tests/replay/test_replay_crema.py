@@ -19,8 +19,9 @@ from replay_testing import CREMA_MIX
 from typer.testing import CliRunner
 
 from agent.broker import EmbeddedBroker
-from agent.settings import Settings
-from cli.commands.replay import run_replay
+from agent.replay import run_replay
+from agent.settings import KafkaSettings, Settings
+from agent.topic_reader import read_topic
 from cli.main import app
 from models.adapters.crema_d import vote_valence
 
@@ -85,10 +86,8 @@ def test_replaying_twice_in_fast_mode_gives_identical_windows_and_scores(runs: d
 
 
 def test_json_lines_carry_the_kafka_messages(runs: dict[str, Any], kafka_broker: EmbeddedBroker) -> None:
-    from agent.settings import KafkaSettings
-    from cli.commands.evaluate import read_topic
-
-    on_kafka = read_topic(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), runs["topic"])
+    on_kafka = [r.message for r in read_topic(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers),
+                                              runs["topic"])]
     lines = read_lines(runs["work"] / "a.jsonl")
     strip = lambda m: {k: v for k, v in m.items() if k != "produced_at"}  # noqa: E731 - stamped per send
     assert sorted((strip(m) for m in on_kafka), key=lambda m: m["seq"]) == [strip(m) for m in lines]

@@ -11,10 +11,10 @@ import jiwer
 import pytest
 from replay_testing import GRID_CONCAT
 
+from agent.evaluate_run import run_evaluate
+from agent.replay import run_replay
 from agent.settings import Settings
 from agent.text_norm import normalize
-from cli.commands.evaluate import run_evaluate
-from cli.commands.replay import run_replay
 
 pytestmark = pytest.mark.integration  # real aiortc peers, Whisper, ONNX Runtime; WebRTC runs in real time
 

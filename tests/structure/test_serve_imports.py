@@ -11,7 +11,7 @@ HEAVY = ("torch", "transformers", "safetensors", "onnx")
 SERVE_PATH = (
     "cli.main",
     "agent.server",
-    "agent.services",
+    "agent.runtime",
     "agent.pipeline",
     "agent.replay",
     "agent.monitor",
