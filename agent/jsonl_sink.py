@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import math
 from pathlib import Path
 from typing import IO, Any
 
 from agent import messages
+from agent.errors import PublishError
 from core.errors import ConfigError
+from core.text_input import read_text
 from core.types import Score, Transcript
 
 log = logging.getLogger(__name__)
@@ -50,18 +52,39 @@ class JsonlWriter:
             self._file = None
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The messages of a JSON-lines file; a bad line is an error naming the file and line."""
-    if not path.is_file():
-        raise ConfigError(f"scores file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+def read_jsonl(path: Path, kind: messages.Kind | None = None) -> list[dict[str, Any]]:
+    """The messages of a JSON-lines file, each checked against `kind`'s schema when given; a file or line
+    that is not UTF-8, not strict JSON (NaN and infinity are not JSON numbers), not an object or not a valid
+    message is a ConfigError naming the file and line."""
+    text = read_text(path, f"{kind or 'JSON-lines'} file")
+    records = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            record = json.loads(line, parse_constant=_not_a_number, parse_float=_finite)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: expected a JSON object")
+        if kind is not None:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{path}:{line_no}: expected a JSON object")
-            yield record
+                messages.validate(kind, record)
+            except PublishError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        records.append(record)
+    return records
+
+
+def _not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value

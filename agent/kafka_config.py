@@ -36,10 +36,17 @@ def common_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
+def delivery_timeout_ms(kafka: KafkaSettings, publish: PublishSettings) -> int:
+    """How long a sent message may wait for its ack: `publish.delivery_timeout_s`, but at most one request
+    timeout (+100 ms for the expiry to be noticed). Retrying a request that a hung broker left unanswered
+    gains nothing and busy-polls a CPU in kafka-python 3.0; the publisher's spool is the retry
+    (agent/publish.py)."""
+    return min(int(publish.delivery_timeout_s * 1000), kafka.request_timeout_ms) + 100
+
+
 def producer_kwargs(kafka: KafkaSettings, publish: PublishSettings) -> dict[str, Any]:
     """An idempotent, acks=all producer with bounded retries; no auto-created topics."""
     request_timeout_ms = kafka.request_timeout_ms
-    delivery_timeout_ms = max(int(publish.delivery_timeout_s * 1000), request_timeout_ms + 100)
     return {
         **common_kwargs(kafka),
         "acks": "all",
@@ -47,7 +54,7 @@ def producer_kwargs(kafka: KafkaSettings, publish: PublishSettings) -> dict[str,
         "max_in_flight_requests_per_connection": 5,  # the most idempotence keeps in order
         "retries": publish.retries,
         "retry_backoff_ms": publish.retry_backoff_ms,
-        "delivery_timeout_ms": delivery_timeout_ms,
+        "delivery_timeout_ms": delivery_timeout_ms(kafka, publish),
         "max_block_ms": request_timeout_ms,
         "linger_ms": 5,
         "allow_auto_create_topics": False,  # topics are created by agent.topics with their partitions

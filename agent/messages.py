@@ -63,8 +63,11 @@ def validate(kind: Kind, message: dict[str, Any]) -> None:
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(message)"
+        what = str(first.validator)
+        if first.validator == "required" and isinstance(first.instance, dict):  # names a field, not a value
+            what += " " + ", ".join(f for f in first.validator_value if f not in first.instance)
         raise PublishError(
-            f"{kind} message breaks schema v{SCHEMA_VERSIONS[kind]} at {where}: {first.validator} "
+            f"{kind} message breaks schema v{SCHEMA_VERSIONS[kind]} at {where}: {what} "
             f"({len(errors)} error(s))",
             retryable=False,
         )

@@ -10,7 +10,7 @@ Catalogue (the test suite checks this table against the registry: name, type, la
 name                                    type      labels    unit    meaning
 affectstream_active_sessions            gauge     -         1       WHIP sessions open now (autoscaling)
 affectstream_sessions_started_total     counter   -         1       WHIP sessions accepted
-affectstream_sessions_rejected_total    counter   reason    1       offers refused: auth/capacity/bad_offer
+affectstream_sessions_rejected_total    counter   reason    1       requests refused, reason in `REJECT_REASONS`
 affectstream_ice_failures_total         counter   -         1       sessions ended by ICE failure/timeout
 affectstream_video_frames_dropped_total counter   -         1       video frames dropped under load
 affectstream_windows_closed_total       counter   closed_by 1       windows cut (Window.closed_by)
@@ -57,6 +57,10 @@ from prometheus_client.exposition import choose_encoder
 STAGES = ("window_close", "speech", "features", "scoring", "publish_ack", "end_to_end")
 BATCHED_STAGES = ("speech", "scoring")
 QUEUES = ("windows", "scoring", "publish")
+# auth: bad or malformed credentials (any WHIP or feed request); capacity: no session slot; closing: that stream's
+# last session is still closing (retry shortly); bad_offer: an offer refused (its body, stream id or SDP);
+# bad_request: HTTP that could not be read (malformed, a header not UTF-8, a body too slow).
+REJECT_REASONS = ("auth", "capacity", "closing", "bad_offer", "bad_request")
 
 # Windows are 1–15 s long, so end-to-end latency spans milliseconds (a scored batch) to tens of seconds.
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -179,6 +183,10 @@ def time_stage(stage: str, latencies_ms: dict[str, float] | None = None) -> Iter
 def observe_batch(stage: str, size: int) -> None:
     """Record the size of one batched model run."""
     BATCH_SIZE.labels(stage=_check(stage, BATCHED_STAGES, "batched stage")).observe(size)
+
+
+def count_rejection(reason: str) -> None:
+    SESSIONS_REJECTED.labels(reason=_check(reason, REJECT_REASONS, "rejection reason")).inc()
 
 
 def set_queue_depth(queue: str, depth: int) -> None:

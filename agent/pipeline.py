@@ -50,7 +50,7 @@ class Pipeline:
         self, scores: Sequence[ScoreSink] = (), transcripts: Sequence[TranscriptSink] = ()
     ) -> Pipeline:
         """This pipeline with more sinks after its own: they get a result once the earlier sinks are done
-        with it (after the publisher's sink: once the broker acknowledged it or the spool took it)."""
+        with it (the publisher's sink only hands it over: analysis never waits on Kafka)."""
         return replace(
             self,
             score_sinks=(*self.score_sinks, *scores),
@@ -191,7 +191,7 @@ async def _analyse(queue: _WindowQueue, pipeline: Pipeline, summary: StreamSumma
         else:
             summary.scored += 1
         await _deliver(pipeline.score_sinks, score, window)
-        metrics.observe_stage("end_to_end", time.monotonic() - closed_at)  # window close → sinks done (ack)
+        metrics.observe_stage("end_to_end", time.monotonic() - closed_at)  # window close → sinks done
 
 
 async def _analyse_window(window: Window, pipeline: Pipeline) -> Score:

@@ -13,9 +13,11 @@ the runtime, the JSON-lines writers, the replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +34,10 @@ from agent.sessions import IngestSession
 from agent.settings import Settings
 from agent.stream_client import stream_file
 from agent.whip import WhipServer
+from core.atomic_output import AtomicOutput
+from core.errors import AffectstreamError
 from core.media import probe
+from core.mediatime import MediaItem
 from core.types import Score, StreamId
 
 log = logging.getLogger(__name__)
@@ -159,23 +164,38 @@ async def run_replay(
     """Replay every recording under `paths` once through one runtime, to Kafka (`publish`) and/or JSON lines
     (`output`: scores; `transcripts`: transcripts, written only when asked); returns the ReplaySummary.
 
-    Bad paths and unwritable outputs fail before the models load."""
+    Bad paths, unreadable recordings and unwritable outputs fail before the models load. The JSON-lines files
+    replace `output`/`transcripts` only when every file replayed completely; otherwise what was written is
+    kept as `<name>.incomplete` (core/atomic_output.py). Kafka delivery: every score is acknowledged or in
+    the spool before this returns (the runtime closes the publisher)."""
     sources = collect_sources(paths, start_s=from_s, end_s=to_s)
-    scores_file = JsonlWriter(output, "scores", replay=True) if output is not None else None
-    transcripts_file = JsonlWriter(transcripts, "transcripts", replay=True) if transcripts is not None else None
-    writers = [w for w in (scores_file, transcripts_file) if w is not None]
-    try:
-        async with open_runtime(
-            settings, publish=publish, replay=True,
-            score_sinks=[scores_file.score] if scores_file is not None else [],
-            transcript_sinks=[transcripts_file.transcript] if transcripts_file is not None else [],
-        ) as runtime:  # fmt: skip
-            summary = await replay(sources, runtime.pipeline, settings, ReplayOptions(pace, via, progress))
-    finally:
-        for writer in writers:
-            writer.close()
-    for writer in writers:
-        log.info("wrote %d %s line(s) to %s", writer.lines, writer.kind, writer.path)
+    for source in sources:
+        media_span_s(source)  # an unreadable recording fails here, before any output or model
+    with contextlib.ExitStack() as outputs:
+        scores_out = outputs.enter_context(AtomicOutput(output)) if output is not None else None
+        transcripts_out = outputs.enter_context(AtomicOutput(transcripts)) if transcripts is not None else None
+        scores_file = JsonlWriter(scores_out.staging, "scores", replay=True) if scores_out else None
+        transcripts_file = (
+            JsonlWriter(transcripts_out.staging, "transcripts", replay=True) if transcripts_out else None
+        )
+        writers = [w for w in (scores_file, transcripts_file) if w is not None]
+        try:
+            async with open_runtime(
+                settings, publish=publish, replay=True,
+                score_sinks=[scores_file.score] if scores_file is not None else [],
+                transcript_sinks=[transcripts_file.transcript] if transcripts_file is not None else [],
+            ) as runtime:  # fmt: skip
+                summary = await replay(sources, runtime.pipeline, settings, ReplayOptions(pace, via, progress))
+        finally:
+            for writer in writers:
+                writer.close()
+        if not summary.ok:
+            for out in (scores_out, transcripts_out):
+                if out is not None:
+                    out.mark_incomplete()
+    for written, out in ((scores_file, scores_out), (transcripts_file, transcripts_out)):
+        if written is not None and out is not None:
+            log.info("wrote %d %s line(s) to %s", written.lines, written.kind, out.written or "nowhere")
     return summary
 
 
@@ -208,14 +228,33 @@ async def _replay_direct(
     progress: _Progress,
 ) -> FileResult:
     started = time.monotonic()
-    media = file_media(source, settings.features.vision_fps, pace=options.pace)
+    failure = _DecodeFailure()
+    media = _until_error(file_media(source, settings.features.vision_fps, pace=options.pace), failure)
     try:
         summary = await run_stream(source.stream, media, pipeline, shed_on_overload=False)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         log.error("replay of %s failed: %s", source.path, exc, extra={"stream": source.stream.key})
         return FileResult(source, media_s, 0, 0, 0, 0, time.monotonic() - started, error=str(exc))
+    if failure.error is not None:  # e.g. a truncated file: the windows before the error were scored and count
+        log.error("replay of %s failed: %s", source.path, failure.error, extra={"stream": source.stream.key})
+        return _result(source, media_s, summary, time.monotonic() - started, str(failure.error))
     progress.finish(source.stream)
     return _result(source, media_s, summary, time.monotonic() - started)
+
+
+@dataclass
+class _DecodeFailure:
+    error: AffectstreamError | None = None
+
+
+async def _until_error(media: AsyncIterator[MediaItem], failure: _DecodeFailure) -> AsyncIterator[MediaItem]:
+    """A recording's media that ends at a decoding error instead of raising it (kept in `failure`): the
+    stream then ends as any stream does (its last window flushed) and its summary counts what was done."""
+    try:
+        async for item in media:
+            yield item
+    except AffectstreamError as exc:
+        failure.error = exc
 
 
 def _result(source: ReplaySource, media_s: float, summary: StreamSummary | None, wall_s: float,

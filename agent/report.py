@@ -95,7 +95,6 @@ def write_report(
     report["plots"] = [p.name for p in plots]
     (out_dir / "report.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(markdown(report), encoding="utf-8")
-    log.info("wrote report to %s (%d plots)", out_dir, len(plots))
     return report
 
 

@@ -8,13 +8,17 @@ from pathlib import Path
 
 from agent.evaluate import Evaluation, SegmentResult, WindowScore
 from agent.file_source import call_id_candidates, id_part
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
-    # matplotlib takes ~0.5 s to import: only an evaluation that draws plots pays for it
-    import matplotlib
+    # matplotlib takes ~0.5 s to import and is an optional extra (affectstream[eval]): only plots pay for it
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("evaluation plots need matplotlib: pip install 'affectstream[eval]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
+from core.text_input import read_text
 from core.types import StreamId
 
 Output = Literal["m", "t", "a", "v"]
@@ -28,7 +29,7 @@ Severity = Literal["info", "warning", "critical"]
 class Rule(BaseModel):
     """One rule; `kind` picks the statistic: the mean of the last N values, or how many are ≥ threshold."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # a NaN threshold never fires
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     kind: Literal["mean_below", "mean_above", "count_at_least"]
@@ -114,17 +115,19 @@ def _describe(error: Mapping[str, object], data: object) -> str:
 
 def load_rules(path: Path) -> tuple[Rule, ...]:
     """Read and validate a rules file; ConfigError lists every problem with where it is."""
+    text = read_text(Path(path), "rules file")
     try:
-        data = yaml.safe_load(Path(path).read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read rules file {path}: {exc.strerror}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"rules file {path} is not valid YAML: {exc}") from None
+        problem = " ".join(str(exc).split())  # PyYAML's message spans lines (with a caret under the spot)
+        raise ConfigError(f"rules file {path} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"rules file {path} nests too deeply") from None
     try:
         return tuple(RulesFile.model_validate(data).rules)
     except ValidationError as exc:
         problems = "; ".join(_describe(e, data) for e in exc.errors())  # type: ignore[arg-type]
-        raise ConfigError(f"rules file {path}: {problems}") from None
+        raise ConfigError(" ".join(f"rules file {path}: {problems}".split())) from None  # one line
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,8 +87,9 @@ async def open_runtime(
     publisher; everything is released on exit (publisher flushed first).
 
     The pipeline's score sinks are the publisher's (when `publish`), then `score_sinks`; its transcript
-    sinks the publisher's (when `publish.transcripts_enabled`), then `transcript_sinks`. A sink after the
-    publisher's gets a score once the broker acknowledged it (or the spool took it).
+    sinks the publisher's (when `publish.transcripts_enabled`), then `transcript_sinks`. The publisher's
+    sinks only hand the result over (agent/publish.py owns acks, retries and the spool); everything handed
+    over is acknowledged or spooled before this context exits.
     """
     models = await asyncio.to_thread(_load_models, settings)
     publisher = Publisher(settings.kafka, settings.publish) if publish else None
@@ -120,13 +121,13 @@ async def open_runtime(
 
 def _score_publisher(publisher: Publisher, replay: bool) -> ScoreSink:
     async def sink(score: Score) -> None:
-        await publisher.publish_score(score, replay=replay)
+        publisher.enqueue_score(score, replay=replay)  # returns at once: analysis never waits on Kafka
 
     return sink
 
 
 def _transcript_publisher(publisher: Publisher, replay: bool) -> TranscriptSink:
     async def sink(transcript: Transcript) -> None:
-        await publisher.publish_transcript(transcript, replay=replay)
+        publisher.enqueue_transcript(transcript, replay=replay)
 
     return sink

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,11 +17,14 @@ from aiohttp import web
 
 from agent import metrics
 from agent.feed import ScoreFeed
+from agent.http_limits import http_runner
 from agent.pipeline import Pipeline, run_stream
 from agent.runtime import Runtime
 from agent.sessions import IngestSession
 from agent.settings import Settings
+from agent.tls import server_ssl_context
 from agent.whip import WHIP_PATH, WhipServer
+from core.types import StreamId
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,15 @@ class AgentServer:
         return app
 
     async def start(self) -> str:
-        """Listen on ingest.host:ingest.port (0 = a free port); returns the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.ingest.host, self.settings.ingest.port)
+        """Listen on ingest.host:ingest.port (0 = a free port), over https when ingest.tls_cert_path and
+        ingest.tls_key_path are set (ConfigError if they cannot be used); returns the base URL."""
+        ingest = self.settings.ingest
+        tls = server_ssl_context(ingest.tls_cert_path, ingest.tls_key_path)
+        self._runner = await http_runner(self.app(), ingest, shutdown_timeout=2.0)
+        site = web.TCPSite(self._runner, ingest.host, ingest.port, ssl_context=tls)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://{self.settings.ingest.host}:{port}"
+        self.url = f"{'https' if tls else 'http'}://{ingest.host}:{port}"
         log.info("serving", extra={"url": self.url})
         return self.url
 
@@ -153,16 +157,12 @@ class AgentServer:
     async def _scores(self, request: web.Request) -> web.StreamResponse:
         """The SSE score feed. Scores are health data: the ingest tokens guard it, as a bearer header or as
         `?token=` (a browser's EventSource cannot set headers)."""
-        scheme, _, header_token = request.headers.get("Authorization", "").partition(" ")
-        given = (header_token if scheme.lower() == "bearer" else request.query.get("token", "")).strip()
-        if not given:
-            raise web.HTTPUnauthorized(text="a token is required", headers={"WWW-Authenticate": "Bearer"})
-        matched = False
-        for known in self.settings.ingest.tokens:  # no early exit: timing does not tell which token is close
-            matched |= hmac.compare_digest(given.encode(), known.get_secret_value().encode())
-        if not matched:
-            raise web.HTTPForbidden(text="token not accepted")
-        return await self.feed.handle_sse(request)
+        self.whip.tokens.check(request, query_param="token")
+        try:
+            stream = StreamId(request.match_info["call_id"], request.match_info["participant_id"])
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return await self.feed.handle_sse(request, stream.key)
 
     async def _index(self, request: web.Request) -> web.Response:
         page = resources.files("agent").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -172,9 +172,10 @@ class AgentServer:
         """The page's script and style files (package data in agent/static); nothing else is served."""
         name = request.match_info["name"]
         content_type = STATIC_TYPES.get(name.rpartition(".")[2])
+        served = {entry.name for entry in resources.files("agent").joinpath("static").iterdir()}
+        if content_type is None or name not in served:  # listed, not looked up: no path from the URL
+            raise web.HTTPNotFound(text="no such static file")
         resource = resources.files("agent").joinpath("static", name)
-        if content_type is None or name.startswith(".") or not resource.is_file():
-            raise web.HTTPNotFound(text=f"no static file {name!r}")
         return web.Response(
             text=resource.read_text(encoding="utf-8"),
             content_type=content_type,

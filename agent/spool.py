@@ -3,7 +3,8 @@
 Layout of the directory: `seg-<n>.log` segment files of records `[u32 length][u32 crc32][payload]`, and a
 `cursor` file (`<segment> <offset>`, replaced atomically) marking how far the records were delivered.
 `append` returns only after fsync; `read_records` + `commit` deliver in append order; consumed segments are
-deleted.
+deleted. The spool may hold transcripts (health data): its directory is forced to mode 0700 and every file in
+it to 0600, whatever they were before (an existing directory, a previous version's files, the umask).
 A record torn by a crash mid-append (its append never returned) is cut off at start-up and logged.
 One process owns a spool at a time (an exclusive lock on `LOCK`).
 """
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")  # payload length, crc32 of payload
 _SEGMENT_DIGITS = 12
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -37,6 +40,13 @@ class Cursor:
 
 def _segment_name(number: int) -> str:
     return f"seg-{number:0{_SEGMENT_DIGITS}d}.log"
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """os.open with mode 0600, also when the file already existed with another mode."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -81,8 +91,9 @@ class Spool:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def open(self) -> Spool:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # may hold transcripts
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.directory, DIR_MODE)  # mkdir leaves an existing directory's mode as it was
+        self._lock_fd = _open_private(self.directory / "LOCK", os.O_RDWR)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -140,7 +151,7 @@ class Spool:
             if not self._segments or self._tail_bytes >= self.segment_bytes:
                 self._new_segment()
             path = self.directory / _segment_name(self._segments[-1])
-            with open(path, "ab") as handle:
+            with open(_open_private(path, os.O_WRONLY | os.O_APPEND), "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -200,14 +211,14 @@ class Spool:
 
     def _new_segment(self) -> None:
         number = max(self._segments[-1] if self._segments else 0, self._cursor.segment - 1) + 1
-        (self.directory / _segment_name(number)).touch()
+        os.close(_open_private(self.directory / _segment_name(number), os.O_WRONLY))
         _fsync_dir(self.directory)
         self._segments.append(number)
         self._tail_bytes = 0
 
     def _write_cursor(self, cursor: Cursor) -> None:
         tmp = self.directory / "cursor.tmp"
-        with open(tmp, "w", encoding="ascii") as handle:
+        with open(_open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="ascii") as handle:
             handle.write(f"{cursor.segment} {cursor.offset_bytes}\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -234,6 +245,9 @@ class Spool:
             (self.directory / _segment_name(number)).unlink()  # consumed before a crash
         self._segments = [n for n in numbers if n >= self._cursor.segment]
         self._pending_records = self._pending_bytes = self._tail_bytes = 0
+        for leftover in (self.directory / "cursor", *(self.directory / _segment_name(n) for n in self._segments)):
+            if leftover.exists():
+                os.chmod(leftover, FILE_MODE)  # written by a version that left them 0644
         for number in self._segments:
             path = self.directory / _segment_name(number)
             start = self._cursor.offset_bytes if number == self._cursor.segment else 0

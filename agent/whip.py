@@ -6,27 +6,37 @@
     await server.close()            # stop accepting, end every session, wait for on_session to return
 
 `on_session(session)` runs once per session, as its own task; it typically iterates `session.media()`, which
-ends when the peer disconnects, DELETEs, or ICE fails. Bearer tokens come from `settings.tokens`.
+ends when the peer disconnects, DELETEs, or ICE fails. Bearer tokens come from `settings.tokens`
+(agent/http_auth.py); an offer carries one participant: one sending audio track, at most one video track
+(agent/sdp_offer.py). A stream whose last session is still closing answers 503 with a short Retry-After, so a
+quick reconnect knows to retry; a live one answers 409.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import SessionDescription
 
 from agent import metrics
+from agent.http_auth import BearerTokens
+from agent.http_limits import http_runner, read_body
 from agent.loopback import configure_loopback
-from agent.sessions import IngestSession, RegistryFull, SessionLimits, SessionRegistry, StreamBusy
+from agent.sdp_offer import OfferError, OfferSummary, check_offer, describe
+from agent.sessions import (
+    IngestSession,
+    RegistryFull,
+    SessionLimits,
+    SessionRegistry,
+    StreamBusy,
+    StreamClosing,
+)
 from agent.settings import IngestSettings
-from core.errors import ConfigError
 from core.types import StreamId
 
 log = logging.getLogger(__name__)
@@ -35,7 +45,9 @@ SDP_TYPE = "application/sdp"
 WHIP_PATH = "/whip"
 IDENTITY_FIELDS = {"call_id": "X-Call-Id", "participant_id": "X-Participant-Id", "role": "X-Role"}
 SessionHandler = Callable[[IngestSession], Awaitable[None]]
-_REJECT_REASONS = {401: "auth", 403: "auth", 503: "capacity"}  # anything else: "bad_offer"
+CLOSING_RETRY_AFTER_S = 1  # a reconnect while the stream's last session flushes: that takes about a second
+_COUNTED_WHERE_REFUSED = {401, 403, 503}  # auth in agent/http_auth.py; capacity and closing in _accept
+_REJECT_REASONS = {408: "bad_request"}  # any other refusal of an offer: "bad_offer"
 
 
 class WhipServer:
@@ -44,8 +56,7 @@ class WhipServer:
     def __init__(
         self, settings: IngestSettings, on_session: SessionHandler, *, vision_fps: float = 10.0
     ) -> None:
-        if not settings.tokens:
-            raise ConfigError("ingest.tokens is empty: set AFFECTSTREAM_INGEST__TOKENS (comma-separated)")
+        self.tokens = BearerTokens(settings.tokens)  # also guards agent/server.py's score feed
         self.settings = settings
         self._on_session = on_session
         self._limits = SessionLimits(
@@ -54,7 +65,6 @@ class WhipServer:
             media_timeout_s=settings.media_timeout_s,
             media_buffer_s=settings.media_buffer_s,
         )
-        self._tokens = [token.get_secret_value().encode() for token in settings.tokens]
         self.registry = SessionRegistry(settings.max_sessions)
         self._supervisors: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -73,8 +83,7 @@ class WhipServer:
         """Listen on settings.host:port (0 = any free port) on its own; returns the WHIP URL."""
         app = web.Application(client_max_size=self.settings.max_sdp_bytes)
         self.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
+        self._runner = await http_runner(app, self.settings)
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
         port = self._runner.addresses[0][1]
@@ -114,14 +123,16 @@ class WhipServer:
         try:
             response = await self._accept(request)
         except web.HTTPException as exc:
-            metrics.SESSIONS_REJECTED.labels(reason=_REJECT_REASONS.get(exc.status, "bad_offer")).inc()
+            if exc.status not in _COUNTED_WHERE_REFUSED:
+                metrics.count_rejection(_REJECT_REASONS.get(exc.status, "bad_offer"))
             raise
         metrics.SESSIONS_STARTED.inc()
         return response
 
     async def _accept(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self.tokens.check(request)
         if not self._accepting:
+            metrics.count_rejection("capacity")
             raise _error(web.HTTPServiceUnavailable, "server is shutting down", self._retry_after())
         if request.content_type != SDP_TYPE:
             raise _error(
@@ -129,15 +140,22 @@ class WhipServer:
             )
         offer = await self._read_offer(request)
         stream = _stream_id(request)
-        _check_offer(offer)
+        try:
+            summary = check_offer(offer)
+        except OfferError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
         try:
             self.registry.reserve(stream)
         except RegistryFull as exc:
+            metrics.count_rejection("capacity")
             raise _error(web.HTTPServiceUnavailable, str(exc), self._retry_after()) from None
+        except StreamClosing as exc:
+            metrics.count_rejection("closing")
+            raise _error(web.HTTPServiceUnavailable, str(exc), {"Retry-After": str(CLOSING_RETRY_AFTER_S)}) from None
         except StreamBusy as exc:
             raise _error(web.HTTPConflict, str(exc)) from None
         try:
-            session, answer = await self._answer(stream, offer)
+            session, answer = await self._answer(stream, offer, summary)
         finally:
             self.registry.unreserve(stream)
         self.registry.add(session)
@@ -154,7 +172,7 @@ class WhipServer:
         )
 
     async def _delete(self, request: web.Request) -> web.Response:
-        self._authorize(request)
+        self.tokens.check(request)
         session = self.registry.get(request.match_info["session_id"])
         if session is None:
             raise _error(web.HTTPNotFound, "no such session")
@@ -163,7 +181,7 @@ class WhipServer:
 
     async def _patch(self, request: web.Request) -> web.Response:
         # Trickle ICE and ICE restarts are not supported: candidates travel in the offer (RFC 9725 §4.3.1).
-        self._authorize(request)
+        self.tokens.check(request)
         if self.registry.get(request.match_info["session_id"]) is None:
             raise _error(web.HTTPNotFound, "no such session")
         raise web.HTTPMethodNotAllowed("PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported")
@@ -172,42 +190,32 @@ class WhipServer:
         return web.Response(status=204, headers={"Accept-Post": SDP_TYPE})
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def _authorize(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer realm="affectstream"'}
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _error(web.HTTPUnauthorized, "a bearer token is required", challenge)
-        given = token.strip().encode()
-        matched = False
-        for known in self._tokens:  # no early exit: timing does not tell which token is close
-            matched |= hmac.compare_digest(given, known)
-        if not matched:
-            raise _error(web.HTTPForbidden, "token not accepted")
-
     async def _read_offer(self, request: web.Request) -> str:
-        limit = self.settings.max_sdp_bytes
-        declared = request.content_length
-        body = b"" if declared is not None and declared > limit else await request.content.read(limit + 1)
-        if len(body) > limit or (declared is not None and declared > limit):
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=limit, actual_size=declared or len(body), text=f"SDP offer larger than {limit} bytes"
-            )
+        body = await read_body(
+            request,
+            limit_bytes=self.settings.max_sdp_bytes,
+            timeout_s=self.settings.body_timeout_s,
+            what="SDP offer",
+        )
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
             raise _error(web.HTTPBadRequest, "SDP offer is not UTF-8 text") from None
 
-    async def _answer(self, stream: StreamId, offer: str) -> tuple[IngestSession, str]:
+    async def _answer(
+        self, stream: StreamId, offer: str, summary: OfferSummary
+    ) -> tuple[IngestSession, str]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
-        has_video = any(m.kind == "video" and _sends(m.direction) for m in _parse(offer).media)
-        session = IngestSession(secrets.token_urlsafe(16), stream, pc, self._limits, has_video=has_video)
+        session = IngestSession(
+            secrets.token_urlsafe(16), stream, pc, self._limits, has_video=summary.has_video
+        )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises assorted errors on offers it cannot use
             await session.close("error")
             log.info("rejected SDP offer for %s: %s: %s", stream.key, type(exc).__name__, exc)
-            raise _error(web.HTTPBadRequest, f"unusable SDP offer: {exc}") from None
+            raise _error(web.HTTPBadRequest, f"unusable SDP offer: {describe(exc)}") from None
         assert pc.localDescription is not None
         return session, pc.localDescription.sdp
 
@@ -323,24 +331,3 @@ def _stream_id(request: web.Request) -> StreamId:
     except ValueError as exc:
         raise _error(web.HTTPBadRequest, str(exc)) from None
 
-
-def _parse(offer: str) -> SessionDescription:
-    return SessionDescription.parse(offer)
-
-
-def _check_offer(offer: str) -> None:
-    if not offer.lstrip().startswith("v=0"):
-        raise _error(web.HTTPBadRequest, "malformed SDP offer: it must start with v=0")
-    try:
-        description = _parse(offer)
-    except Exception as exc:
-        raise _error(web.HTTPBadRequest, f"malformed SDP offer: {type(exc).__name__}: {exc}") from None
-    audio = [m for m in description.media if m.kind == "audio"]
-    if not audio:
-        raise _error(web.HTTPBadRequest, "offer has no audio")
-    if not any(_sends(m.direction) and m.port != 0 for m in audio):
-        raise _error(web.HTTPBadRequest, "offer sends no audio (audio m-line is inactive or recvonly)")
-
-
-def _sends(direction: str | None) -> bool:
-    return direction in (None, "sendonly", "sendrecv")  # no attribute means sendrecv (RFC 8866 §6.7)

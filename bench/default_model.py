@@ -35,6 +35,7 @@ from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
 from core.media import decode_file
 from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId
+from core.wer import word_error_rate
 from default_model.build import non0_acc2, pearson, vader_scores
 from default_model.corpus import (
     CORPORA,
@@ -155,17 +156,6 @@ async def spoken_path(
         if (i + 1) % 100 == 0:
             log.info("spoken path: %d/%d sentences", i + 1, len(sentences))
     return np.asarray(out), heard, stats
-
-
-def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER of Whisper on the spoken sample, both sides normalised as bench/asr.py does."""
-    import jiwer
-
-    from agent.text_norm import normalize
-
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
-    pairs = [(r, h) for r, h in pairs if r]
-    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import typer
 
@@ -39,9 +40,11 @@ for command_module in COMMAND_MODULES:
     command_module.register(app)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command (`argv`, default: the process's arguments). Every input error is an AffectstreamError
+    raised at the input boundary: it is logged as one line, without a traceback, and the exit code is 2."""
     try:
-        app()
+        app(args=list(argv) if argv is not None else None, prog_name="affectstream")
     except AffectstreamError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None

@@ -10,6 +10,7 @@ names the file, line and column.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import cast
 
 from core.errors import ConfigError
 from core.splits import SPLITS, Split
+from core.text_input import read_text
 
 REQUIRED_COLUMNS = ("file", "start_s", "end_s", "label")
 
@@ -67,16 +69,19 @@ def read_labels(path: Path, *, with_split: bool = False) -> list[LabelRow]:
     if not path.is_file():
         raise LabelsError(f"labels file not found: {path}")
     required = (*REQUIRED_COLUMNS, "split") if with_split else REQUIRED_COLUMNS
-    with open(path, newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path, "labels file"), newline="") as handle:
         reader = csv.DictReader(handle)
-        have = list(reader.fieldnames or [])
-        missing = [c for c in required if c not in have]
-        if missing:
-            raise LabelsError(f"{path}: labels CSV lacks column(s) {', '.join(missing)}; add the missing "
-                              f"column(s) (have {', '.join(have) or 'none'})")  # fmt: skip
-        counters: dict[str, int] = {}
-        rows = [_row(raw, line, f"{path}:{line}", counters, with_split)
-                for line, raw in enumerate(reader, start=2)]  # fmt: skip
+        try:
+            have = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in have]
+            if missing:
+                raise LabelsError(f"{path}: labels CSV lacks column(s) {', '.join(missing)}; add the missing "
+                                  f"column(s) (have {', '.join(map(repr, have)) or 'none'})")  # fmt: skip
+            counters: dict[str, int] = {}
+            rows = [_row(raw, line, f"{path}:{line}", counters, with_split)
+                    for line, raw in enumerate(reader, start=2)]  # fmt: skip
+        except csv.Error as exc:  # e.g. a NUL byte, an unterminated quote at the end of the file
+            raise LabelsError(f"{path}:{reader.line_num}: not a CSV line ({exc})") from None
     if not rows:
         raise LabelsError(f"{path}: no labelled segments (no rows after the header)")
     ids = [r.id for r in rows]

@@ -10,7 +10,9 @@ import numpy as np
 
 SAMPLE_RATE_HZ = 16_000
 ClosedBy = Literal["utterance", "max_length", "hop", "stream_end"]
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Matched whole (`fullmatch`): with `match`, `$` would also accept a trailing newline, which then reaches Kafka
+# keys, headers and log lines.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +26,11 @@ class StreamId:
     def __post_init__(self) -> None:
         for name in ("call_id", "participant_id", "role"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _ID_PATTERN.match(value):
+            if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
                 raise ValueError(
                     f"{name} must be 1-128 characters of letters, digits, '.', '_', ':' or '-' "
-                    f"starting with a letter or digit; got {value!r}"
+                    f"starting with a letter or digit; got {shown}"
                 )
 
     @property

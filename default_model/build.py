@@ -69,6 +69,7 @@ class BuildOptions:
     seed: int = DEFAULT_SEED
     workers: int = 2
     export: bool = True
+    progress: bool = True  # a bar with ETA per phase on stderr (core.progress)
 
 
 @dataclass(slots=True)
@@ -125,7 +126,7 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS)
     setup_seed(options.seed)
     model = SelfMM(config)
-    trainer = Trainer(config, TrainOptions(max_epochs=options.max_epochs, device="cpu", progress=False,
+    trainer = Trainer(config, TrainOptions(max_epochs=options.max_epochs, device="cpu", progress=options.progress,
                                            trim_padding=True))
     result = trainer.fit(model, MMSADataset(data["train"]), MMSADataset(data["valid"]))
     load_best(model, result)
@@ -149,7 +150,7 @@ def build(options: BuildOptions) -> BuildReport:
     extractor = FeatureExtractor(spec, encoder_dir, use_vision=False)
     pickle_path = options.work_dir / "vader_espeak.pkl"
     counts = build_pickle(splits, extractor, pickle_path, spoken_per_corpus=options.spoken_per_corpus,
-                          seed=options.seed, workers=options.workers)
+                          seed=options.seed, workers=options.workers, progress=options.progress)
     seconds["corpus_tts_features"] = round(time.perf_counter() - started, 1)
 
     mark = time.perf_counter()

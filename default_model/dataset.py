@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.features import FeatureExtractor
+from core.progress import progress_bar
 from core.splits import SPLITS, Split
 from core.types import SAMPLE_RATE_HZ, Features, StreamId, Transcript, Window
 from default_model.corpus import RatedSentence, sample_per_corpus
@@ -69,9 +70,14 @@ def _try_speak(sentence: RatedSentence, extractor: FeatureExtractor) -> SpokenSe
 
 
 def speak_all(
-    sentences: Sequence[RatedSentence], extractor: FeatureExtractor, *, workers: int = 2
+    sentences: Sequence[RatedSentence],
+    extractor: FeatureExtractor,
+    *,
+    workers: int = 2,
+    desc: str = "speech + features",
+    progress: bool = False,
 ) -> list[SpokenSentence]:
-    """speak_and_extract over many sentences, `workers` at a time, in input order, with progress logs.
+    """speak_and_extract over many sentences, `workers` at a time, in input order, with a progress bar.
 
     A sentence espeak-ng cannot speak is left out (and logged), never silently replaced.
     """
@@ -79,12 +85,10 @@ def speak_all(
     started = time.perf_counter()
     results: list[SpokenSentence] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, item in enumerate(pool.map(lambda s: _try_speak(s, extractor), sentences), 1):
+        spoken = pool.map(lambda s: _try_speak(s, extractor), sentences)
+        for item in progress_bar(spoken, desc=desc, total=len(sentences), unit="sentence", enabled=progress):
             if item is not None:
                 results.append(item)
-            if done % 2000 == 0:
-                elapsed_s = time.perf_counter() - started
-                log.info("spoken %d/%d sentences (%.0f s)", done, len(sentences), elapsed_s)
     log.info("spoke %d sentences in %.0f s", len(results), time.perf_counter() - started)
     return results
 
@@ -160,6 +164,7 @@ def build_pickle(
     spoken_per_corpus: int | None,
     seed: int,
     workers: int = 2,
+    progress: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Write the MMSA pickle; returns per split and corpus how many sentences were used and spoken."""
     data: dict[str, object] = {}
@@ -170,7 +175,8 @@ def build_pickle(
             sentences, spoken_per_corpus, seed=seed
         )
         log.info("%s: speaking %d of %d sentences", split, len(chosen), len(sentences))
-        spoken = {item.sentence.key: item.features for item in speak_all(chosen, extractor, workers=workers)}
+        items = speak_all(chosen, extractor, workers=workers, desc=f"{split}: speech + features", progress=progress)
+        spoken = {item.sentence.key: item.features for item in items}
         pairing = pair_unspoken(sentences, spoken, seed=seed)
         data[split] = mmsa_split(sentences, spoken, pairing, extractor.spec.text_max_length, extractor)
         for s in sentences:

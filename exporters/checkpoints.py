@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from core.card import TaskInfo, UninformedInput, sha256_file
 from core.features import FeatureSpec
+from core.text_input import read_text
 from exporters.bundle import ExportRequest
 from exporters.errors import ExportError
 from models.checkpoint import load_checkpoint, load_mmsa_state_dict
@@ -96,7 +98,8 @@ def checkpoint_export(
 ) -> tuple[nn.Module, ExportRequest]:
     """Our checkpoint directory; the feature spec comes from its metadata unless given explicitly."""
 
-    model, config, metadata = load_checkpoint(checkpoint)
+    model, config, raw_metadata = load_checkpoint(checkpoint)
+    metadata = _checked_metadata(raw_metadata, checkpoint / "metadata.json")
     encoder_dir = Path(config.text_encoder_dir)
     spec = feature_spec or metadata.get("feature_spec") or _default_feature_spec(encoder_dir, checkpoint)
     informed = tuple(metadata.get("informed_modalities") or ("text", "audio", "vision"))
@@ -115,7 +118,7 @@ def checkpoint_export(
         feature_spec=dict(spec),
         feature_source="live",
         text_encoder_dir=encoder_dir,
-        text_max_length=int(spec.get("text_max_length", 50)),
+        text_max_length=_text_max_length(spec),
         audio_dim=config.audio_dim,
         vision_dim=config.vision_dim,
         training=training,
@@ -124,6 +127,34 @@ def checkpoint_export(
         **options,
     )
     return model, request
+
+
+class _Metadata(BaseModel):
+    """The metadata.json fields an export reads, with their types; the others are carried as they are."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    model_id: str | None = None
+    model_version: str | None = None
+    feature_spec: dict[str, Any] | None = None
+    informed_modalities: list[Literal["text", "audio", "vision"]] | None = None
+    uninformed_inputs: dict[Literal["audio", "vision"], list[list[float]]] | None = None
+
+
+def _checked_metadata(metadata: dict[str, Any], path: Path) -> dict[str, Any]:
+    try:
+        _Metadata.model_validate(metadata)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ExportError(f"{path}: {problems}") from None
+    return metadata
+
+
+def _text_max_length(spec: dict[str, Any]) -> int:
+    value = spec.get("text_max_length", 50)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ExportError(f"feature spec: text_max_length must be a positive integer, got {value!r}")
+    return value
 
 
 def uninformed_inputs(
@@ -136,6 +167,8 @@ def uninformed_inputs(
         if name in informed:
             continue
         rows = recorded.get(name) or [[0.0] * dim]
+        if any(len(row) != dim for row in rows):
+            raise ExportError(f"uninformed_inputs.{name}: every row must have {dim} values (the {name} dim)")
         what = "the explicit 'no face' row" if name == "vision" else "a zero row"
         out[name] = UninformedInput(
             rows=tuple(tuple(float(x) for x in row) for row in rows),
@@ -156,8 +189,8 @@ def _default_feature_spec(encoder_dir: Path, checkpoint: Path) -> dict[str, Any]
 
 def read_feature_spec(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_text(path, "feature spec"))
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"{path}: cannot read a feature spec JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ExportError(f"{path}: a feature spec must be a JSON object")

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.text_input import read_text
 from models.config import SelfMMConfig
-from models.errors import CheckpointError
+from models.errors import CheckpointError, ModelConfigError
 from models.selfmm import SelfMM
 
 log = logging.getLogger(__name__)
@@ -136,20 +137,33 @@ def save_checkpoint(
     return path
 
 
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; CheckpointError (or ConfigError for bad bytes) naming it."""
+    try:
+        data = json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
 def load_checkpoint(path: str | Path) -> tuple[SelfMM, SelfMMConfig, dict[str, Any]]:
     """Load our checkpoint directory: (model in eval mode, config, metadata)."""
     path = Path(path)
     for name in ("config.json", "model.safetensors", "metadata.json"):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: not a checkpoint directory (no {name})")
-    try:
-        raw_config = json.loads((path / "config.json").read_text())
-        metadata = json.loads((path / "metadata.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
+    raw_config = _json_object(path / "config.json", "checkpoint config")
+    metadata = _json_object(path / "metadata.json", "checkpoint metadata")
     if (path / "text_encoder" / "config.json").is_file():
         raw_config["text_encoder_dir"] = str(path / "text_encoder")
-    config = SelfMMConfig.from_dict(raw_config)
+    try:
+        config = SelfMMConfig.from_dict(raw_config)
+    except ModelConfigError as exc:
+        raise CheckpointError(f"{path / 'config.json'}: {exc}") from None
     model = SelfMM(config, load_text_weights=False)
     try:
         state = load_file(str(path / "model.safetensors"))

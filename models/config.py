@@ -5,15 +5,20 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from models.errors import ModelConfigError
 from models.tasks import Task, make_task
 
 PresetName = Literal["mosi", "mosei", "sims"]
 PRESETS: tuple[str, ...] = ("mosi", "mosei", "sims")
+_SIZES = ("a_lstm_hidden_size", "v_lstm_hidden_size", "audio_out", "video_out", "post_fusion_dim",
+          "post_text_dim", "post_audio_dim", "post_video_dim")  # layer widths: torch refuses 0 or less
 
 # MMSA's config/config_regression.json, self_mm datasetParams (docs/selfmm.md §3); text_out is not here: it
 # follows the encoder.
@@ -116,9 +121,17 @@ class SelfMMConfig:
     def __post_init__(self) -> None:
         if self.dataset not in PRESETS:
             raise ModelConfigError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(PRESETS)}")
-        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop"):
+        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop", *_SIZES):
             if int(getattr(self, name)) < 1:
                 raise ModelConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ModelConfigError(f"{field.name} must be a finite number, got {value}")
+            if field.name.endswith("_dropout") and not 0.0 <= value <= 1.0:
+                raise ModelConfigError(f"{field.name} must be a probability in [0, 1], got {value}")
+        if not self.label_min < self.label_max:
+            raise ModelConfigError(f"label_min ({self.label_min}) must be below label_max ({self.label_max})")
         if self.finetune_top_layers is not None and self.finetune_top_layers < 1:
             raise ModelConfigError(f"finetune_top_layers must be >= 1 or None, got {self.finetune_top_layers}")
         if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
@@ -180,8 +193,20 @@ class SelfMMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelfMMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
+        fields = dataclasses.fields(cls)
+        unknown = set(data) - {f.name for f in fields}
         if unknown:
             raise ModelConfigError(f"unknown SelfMMConfig fields: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ModelConfigError(f"SelfMMConfig lacks field(s): {', '.join(missing)}")
+        try:
+            return _CONFIG_FROM_JSON.validate_python(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ModelConfigError(f"SelfMMConfig: {problems}") from None
+
+
+_CONFIG_FROM_JSON = TypeAdapter(SelfMMConfig)  # checks every field against its annotation

@@ -24,6 +24,7 @@ from core.features import FeatureExtractor, FeatureSpec
 from core.labels import LabelRow, LabelsError, read_labels
 from core.media import decode_file
 from core.mediatime import sample_frames as sample_media
+from core.progress import progress_bar
 from core.splits import SPLITS
 from core.types import AudioChunk, StreamId, Transcript, VideoFrame, Window
 from models.dataset_pickle import Sample, assemble, write_pickle
@@ -144,9 +145,12 @@ def build_dataset(
     compact_text: bool = False,
     max_audio_frames: int | None = None,
     max_vision_frames: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: bool = False,
 ) -> dict:
-    """Build ``out`` (pickle) and ``out.json`` (spec and counts); returns the summary written to the JSON."""
+    """Build ``out`` (pickle) and ``out.json`` (spec and counts); returns the summary written to the JSON.
+
+    ``progress``: a bar over the segments on stderr (``core.progress``).
+    """
 
     if not recordings.is_dir():
         raise ConfigError(f"recordings directory not found: {recordings}")
@@ -156,14 +160,16 @@ def build_dataset(
     extractor = FeatureExtractor(spec, text_encoder)
     skipped: list[str] = []
     samples: list[Sample] = []
+    bar = progress_bar(desc="features", total=len(rows), unit="segment", enabled=progress)
     try:
         for sample in extract_rows(
             rows, recordings, extractor, transcriber=transcriber, skip_bad=skip_bad, skipped=skipped
         ):
             samples.append(sample)
-            if progress is not None:
-                progress(len(samples) + len(skipped), len(rows))
+            bar.update(len(samples) + len(skipped) - bar.n)
+        bar.update(len(rows) - bar.n)  # skipped rows after the last sample
     finally:
+        bar.close()
         extractor.close()
     if not samples:
         raise LabelsError(f"{labels}: no segment could be used ({len(skipped)} skipped)")

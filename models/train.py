@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
+from core.progress import progress_bar
 from core.task_metrics import task_metrics
 from models.config import SelfMMConfig
 from models.datasets import model_inputs
@@ -71,7 +71,7 @@ class TrainOptions:
     max_epochs: int | None = None  # None: until early stopping, as MMSA
     device: str | None = None  # None: CUDA when present, else CPU
     num_workers: int = 0
-    progress: bool = True
+    progress: bool = True  # a bar per pass over a loader, with its ETA (core.progress)
     # batches cut to their longest text/audio/vision: same outputs, much faster on long-padded pickles, but
     # not MMSA's dropout draws (models.datasets.model_inputs)
     trim_padding: bool = False
@@ -102,7 +102,8 @@ class Trainer:
                           num_workers=self.options.num_workers)
 
     def _bar(self, loader: DataLoader[Any], desc: str) -> Any:
-        return tqdm(loader, desc=desc, leave=False, disable=not self.options.progress)
+        # a pass-through iterator: the batches and their order are the loader's (core.progress)
+        return progress_bar(loader, desc=desc, unit="batch", enabled=self.options.progress, leave=False)
 
     def _new_ulgm(self, n_train: int) -> ULGM:
         c = self.config

@@ -9,14 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
+from offline_inputs import refuse, truncated_recording
 from typer.testing import CliRunner
 
 from agent.broker import EmbeddedBroker
 from agent.settings import KafkaSettings
-from agent.text_norm import normalize
 from agent.topic_reader import read_topic
 from agent.transcripts_io import stream_for_file
 from cli.main import app
+from core.wer import normalize, word_error_rate
 
 CLOSED_BY = {"utterance", "max_length", "hop", "stream_end"}
 
@@ -53,7 +54,9 @@ def test_stream_id_from_file_name(name: str, call_id: str) -> None:
 
 
 @pytest.mark.integration
-def test_transcribe_writes_one_json_line_per_window(shared_data: Path, tmp_path: Path) -> None:
+def test_transcribe_writes_one_json_line_per_window(
+    shared_data: Path, manifest: list[dict[str, str]], tmp_path: Path
+) -> None:
     out = tmp_path / "jfk.jsonl"
     result = CliRunner().invoke(
         app, ["transcribe", str(shared_data / "speech/jfk/jfk.flac"), "--output", str(out)]
@@ -63,8 +66,11 @@ def test_transcribe_writes_one_json_line_per_window(shared_data: Path, tmp_path:
     _check_records(records)
     assert len(records) >= 2  # JFK pauses between phrases: utterance windows
     assert {r["closed_by"] for r in records} <= {"utterance", "stream_end"}
-    text = normalize(" ".join(str(r["text"]) for r in records))
-    assert "ask not what your country can do for you" in text
+    text = " ".join(str(r["text"]) for r in records)
+    (reference,) = [r["transcript"] for r in manifest if r["path"] == "speech/jfk/jfk.flac"]
+    # int8 Whisper hears a word or two differently on other CPUs (README.md, "Measured performance"): no exact
+    # words; windowed, 2 of the 22 were wrong where measured, 5 may be
+    assert word_error_rate([reference], [text]) <= 0.23, text
     assert records[0]["stream"]["key"] == "jfk/speaker"  # type: ignore[index]
 
 
@@ -121,3 +127,31 @@ def test_transcribe_publish_round_trip(
     assert [b["text"] for b in bodies] == [w["text"] for w in written]
     assert all(b["replay"] is True and b["stream"]["key"] == expected_key for b in bodies)
     assert received[0].headers["stream_key"] == expected_key.encode()
+
+
+def test_a_bad_recording_leaves_an_existing_results_file_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 17, item 8: the results file is replaced only by a complete transcription."""
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"seq": 0, "text": "yesterday\'s results"}\n', encoding="utf-8")
+    bad = tmp_path / "call.mp4"
+    bad.write_bytes(b"not a recording")
+    assert "not a media file" in refuse(capsys, "transcribe", str(bad), "-o", str(results))
+    assert results.read_text(encoding="utf-8") == '{"seq": 0, "text": "yesterday\'s results"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.mp4", "results.jsonl"]  # no staging file left
+    assert "is a directory" in refuse(capsys, "transcribe", str(bad), "-o", str(tmp_path))
+
+
+@pytest.mark.integration
+def test_a_recording_cut_short_keeps_what_was_transcribed_as_incomplete(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recording = truncated_recording(shared_data / "av/derived/crema_d_1001_DFA_6emotions.mp4", tmp_path / "cut.mp4")
+    results = tmp_path / "results.jsonl"
+    results.write_text("previous\n", encoding="utf-8")
+    assert "truncated" in refuse(capsys, "transcribe", str(recording), "-o", str(results))
+    assert results.read_text(encoding="utf-8") == "previous\n"  # never mistaken for a complete transcription
+    partial = _lines((tmp_path / "results.jsonl.incomplete").read_text(encoding="utf-8"))
+    _check_records(partial)
+    assert len(partial) >= 1 and float(partial[-1]["end_s"]) < 8.0  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from agent.speech import SpeechRecognizer
 from cli.options import build_settings
@@ -55,6 +54,9 @@ def build(
     ] = False,
     max_audio_frames: Annotated[int | None, typer.Option(min=1, help="cap on padded audio frames")] = None,
     max_vision_frames: Annotated[int | None, typer.Option(min=1, help="cap on padded vision frames")] = None,
+    progress: Annotated[
+        bool, typer.Option(help="a bar with ETA on stderr (in place in a terminal, a line a minute in logs)")
+    ] = True,
 ) -> None:
     """Build an MMSA-format pickle with exactly the features the agent computes live."""
 
@@ -66,12 +68,6 @@ def build(
 
         recognizer = SpeechRecognizer(settings.speech)
         transcriber = recognizer.transcribe
-    bar = tqdm(unit="segment", disable=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     try:
         summary = build_dataset(
             recordings, labels, text_encoder or _default_text_encoder(), out,
@@ -80,7 +76,6 @@ def build(
             max_vision_frames=max_vision_frames, progress=progress,
         )  # fmt: skip
     finally:
-        bar.close()
         if recognizer is not None:
             recognizer.close()
     counts = ", ".join(f"{name} {part['count']}" for name, part in summary["splits"].items())

@@ -44,6 +44,9 @@ def build(
     seed: Annotated[int, typer.Option(help="split, subsample and training seed")] = 1234,
     workers: Annotated[int, typer.Option(min=1, help="espeak-ng/feature workers, torch threads")] = 2,
     export: Annotated[bool, typer.Option(help="export the bundle after training")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="a bar with ETA per phase on stderr (in place in a terminal, a line a minute in logs)")
+    ] = True,
 ) -> None:
     """Rebuild the default sentiment model from the vaderSentiment corpus (offline, reproducible)."""
 
@@ -66,6 +69,7 @@ def build(
         seed=seed,
         workers=workers,
         export=export,
+        progress=progress,
     )
     report = run_build(options)
     typer.echo(json.dumps({"out_dir": str(report.out_dir), "bundle_dir": str(report.bundle_dir),

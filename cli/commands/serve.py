@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,12 +54,25 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         port: Annotated[int | None, typer.Option(help="HTTP port (default: ingest.port)")] = None,
         host: Annotated[str | None, typer.Option(help="listen address (default: ingest.host)")] = None,
+        tls_cert: Annotated[
+            Path | None, typer.Option(help="PEM certificate (chain) to serve https (default: ingest.tls_cert_path)")
+        ] = None,
+        tls_key: Annotated[
+            Path | None, typer.Option(help="its unencrypted PEM key (default: ingest.tls_key_path)")
+        ] = None,
     ) -> None:
-        """Accept calls over WHIP, score every window, publish to Kafka (needs ingest.tokens)."""
+        """Accept calls over WHIP, score every window, publish to Kafka (needs ingest.tokens).
+
+        Browsers give the camera only to secure origins: serve https here (--tls-cert/--tls-key) or behind a
+        TLS reverse proxy to open the browser page from another machine."""
 
         settings = build_settings()
         if port is not None:
             settings.ingest.port = port
         if host is not None:
             settings.ingest.host = host
+        if tls_cert is not None:
+            settings.ingest.tls_cert_path = tls_cert
+        if tls_key is not None:
+            settings.ingest.tls_key_path = tls_key
         asyncio.run(serve(settings))

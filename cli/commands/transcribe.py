@@ -11,6 +11,7 @@ import typer
 
 from agent.transcribe_file import transcribe_file
 from cli.options import build_settings
+from core.atomic_output import AtomicOutput
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
             settings.windows.mode = mode
         if output is None:
             transcripts = transcribe_file(file, settings, sys.stdout, publish=publish)
-        else:
-            with output.open("w", encoding="utf-8") as handle:
+        else:  # an existing results file is replaced only once the whole recording is transcribed
+            with AtomicOutput(output) as out, out.staging.open("w", encoding="utf-8") as handle:
                 transcripts = transcribe_file(file, settings, handle, publish=publish)
         log.info("%s: %d windows transcribed", file, len(transcripts))

@@ -4,6 +4,10 @@ its fake camera and microphone (fed from a real recording), sends them over WHIP
 Everything is real: the agent (Whisper, features, ONNX Runtime, WebRTC via aiortc), the Kafka broker, and
 Chromium's WebRTC stack. The test checks that the stream's scores arrive on Kafka AND on the page (same
 windows, same values), and that /metrics counted what happened.
+
+It runs twice: over http on 127.0.0.1 (a secure origin as loopback), and over https (ingest.tls_cert_path) on
+a name that is not loopback, so that only TLS makes the page a secure origin that may use the camera: the
+certificate is self-signed here and Chromium trusts exactly its public key (tests/tls_cert.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ import pytest
 from cdp import Chromium, Page
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from tls_cert import SelfSigned, self_signed
 
 from agent.broker import EmbeddedBroker
 from agent.loopback import configure_loopback, current_mode
@@ -38,14 +44,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 TOKEN = secrets.token_urlsafe(16)
 WINDOWS_WHILE_LIVE = 2
 TABLE_ROWS = 12  # the page shows the last 12 windows
+HTTPS_HOST = "agent.test"  # not loopback: Chromium resolves it to 127.0.0.1 (--host-resolver-rules)
 
 
-def _settings(bootstrap_servers: str, bundle: Path, spool_dir: Path) -> Settings:
+@dataclass(frozen=True)
+class Origin:
+    """How the page is served: http on 127.0.0.1, or https on HTTPS_HOST with a self-signed certificate."""
+
+    cert: SelfSigned | None = None
+
+    def page_url(self, base_url: str) -> str:
+        return base_url.replace("127.0.0.1", HTTPS_HOST) if self.cert else base_url
+
+    def chromium_args(self) -> list[str]:
+        if self.cert is None:
+            return []
+        return [*self.cert.chromium_args(), f"--host-resolver-rules=MAP {HTTPS_HOST} 127.0.0.1"]
+
+    def client_ssl(self) -> ssl.SSLContext | bool:
+        """What the test's own HTTP requests verify the agent with (the certificate names 127.0.0.1 too)."""
+        return ssl.create_default_context(cafile=self.cert.cert) if self.cert else True
+
+
+def _settings(bootstrap_servers: str, bundle: Path, spool_dir: Path, origin: Origin) -> Settings:
     base = Settings()
+    tls = {"tls_cert_path": origin.cert.cert, "tls_key_path": origin.cert.key} if origin.cert else {}
     return base.model_copy(update={
         "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers}),
         "ingest": base.ingest.model_copy(
-            update={"port": 0, "tokens": [SecretStr(TOKEN)], "ice_loopback": "only"}
+            update={"port": 0, "tokens": [SecretStr(TOKEN)], "ice_loopback": "only", **tls}
         ),
         "publish": base.publish.model_copy(update={"spool_dir": spool_dir}),
         "scoring": base.scoring.model_copy(
@@ -65,9 +92,9 @@ def _capture_args(wav: Path, y4m: Path) -> list[str]:
     ]
 
 
-async def _metrics(base_url: str) -> dict[str, float]:
+async def _metrics(base_url: str, client_ssl: ssl.SSLContext | bool) -> dict[str, float]:
     """Every sample on /metrics as {'name{label="v"}': value}."""
-    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics") as response:
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics", ssl=client_ssl) as response:
         assert response.status == 200
         text = await response.text()
     samples: dict[str, float] = {}
@@ -101,10 +128,12 @@ async def _page_state(page: Page) -> str:
     ))
 
 
-async def _wait_metric(base_url: str, name: str, value: float, timeout_s: float) -> dict[str, float]:
+async def _wait_metric(
+    base_url: str, client_ssl: ssl.SSLContext | bool, name: str, value: float, timeout_s: float
+) -> dict[str, float]:
     deadline = time.monotonic() + timeout_s
     while True:
-        samples = await _metrics(base_url)
+        samples = await _metrics(base_url, client_ssl)
         if samples.get(name) == value or time.monotonic() > deadline:
             return samples
         await asyncio.sleep(0.2)
@@ -134,10 +163,11 @@ class Observed:
     informs_vision: bool
     address_bar_query: str
     delete_status: int
+    page_origin: list[Any]  # [location.protocol, window.isSecureContext]
 
 
 async def _browser_session(
-    settings: Settings, stream: StreamId, chromium_path: str, capture: list[str], profile_dir: Path
+    settings: Settings, stream: StreamId, chromium_path: str, capture: list[str], profile_dir: Path, origin: Origin
 ) -> Observed:
     """Start the agent, let Chromium stream through the page until 2 windows are scored, stop, collect."""
     query = urlencode({"call_id": stream.call_id, "participant_id": stream.participant_id,
@@ -145,21 +175,23 @@ async def _browser_session(
     async with open_runtime(settings) as runtime:
         server = AgentServer(settings, runtime)
         base = await server.start()
+        tls = origin.client_ssl()
         try:
-            before = await _metrics(base)
-            async with Chromium.launch(chromium_path, profile_dir, capture) as browser:
-                page = await browser.open(f"{base}/?{query}")
+            before = await _metrics(base, tls)
+            async with Chromium.launch(chromium_path, profile_dir, [*capture, *origin.chromium_args()]) as browser:
+                page = await browser.open(f"{origin.page_url(base)}/?{query}")
                 await page.wait_for("document.readyState === 'complete' && !!window.affectstream", 15)
                 address_bar_query = await page.evaluate("window.location.search")
+                page_origin = await page.evaluate("[window.location.protocol, window.isSecureContext]")
                 await page.evaluate("document.getElementById('start').click()")
                 await _wait_status(page, "live", 30)
-                live = await _metrics(base)
+                live = await _metrics(base, tls)
                 await page.wait_for(f"affectstream.scores.length >= {WINDOWS_WHILE_LIVE}", 60)
                 await page.evaluate("document.getElementById('stop').click()")
                 await _wait_status(page, "stopped", 10)
                 delete_status = await page.evaluate("affectstream.deleteStatus")
                 # the session ends once its last window is scored and handed to the publisher
-                ended = await _wait_metric(base, "affectstream_active_sessions", 0, 30)
+                ended = await _wait_metric(base, tls, "affectstream_active_sessions", 0, 30)
                 assert runtime.publisher is not None
                 await runtime.publisher.wait_drained(30)
                 kafka = settings.kafka
@@ -172,18 +204,20 @@ async def _browser_session(
                 rows = await page.evaluate("document.querySelectorAll('#windows tbody tr').length")
                 if os.environ.get("AFFECTSTREAM_TEST_SCREENSHOT"):
                     await page.screenshot(Path(os.environ["AFFECTSTREAM_TEST_SCREENSHOT"]))
-            static = await _http_probes(base, stream)
-            after = await _metrics(base)
+            static = await _http_probes(base, tls, stream)
+            after = await _metrics(base, tls)
         finally:
             await server.close()
     informs_vision = "vision" in runtime.bundles[0].card.informed_modalities
     return Observed(
         on_kafka, on_page, rows, before, live, ended, after, static, informs_vision, address_bar_query,
-        delete_status,
+        delete_status, page_origin,
     )
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_chromium_streams_camera_and_microphone_and_shows_the_scores(
+    scheme: str,
     kafka_broker: EmbeddedBroker,
     live_bundle: Path,
     fake_capture: tuple[Path, Path],
@@ -191,15 +225,18 @@ async def test_chromium_streams_camera_and_microphone_and_shows_the_scores(
     tmp_path: Path,
 ) -> None:
     stream = StreamId(f"browser-{uuid4().hex[:8]}", "patient-1", "patient")
-    settings = _settings(kafka_broker.bootstrap_servers, live_bundle, tmp_path / "spool")
+    origin = Origin(self_signed(tmp_path / "tls", HTTPS_HOST) if scheme == "https" else None)
+    settings = _settings(kafka_broker.bootstrap_servers, live_bundle, tmp_path / "spool", origin)
     previous_loopback = current_mode()
     try:
         seen = await _browser_session(
-            settings, stream, chromium_path, _capture_args(*fake_capture), tmp_path / "chromium"
+            settings, stream, chromium_path, _capture_args(*fake_capture), tmp_path / "chromium", origin
         )
     finally:
         configure_loopback(previous_loopback)
     on_kafka = seen.on_kafka
+    # a secure origin (the camera needs one): over https by TLS alone, the name is not loopback
+    assert seen.page_origin == [f"{scheme}:", True]
 
     # the same windows with the same scores on Kafka and on the page
     assert on_kafka, "no score of the browser's stream arrived on Kafka"
@@ -254,7 +291,9 @@ def _latency_count(stage: str) -> str:
     return f'affectstream_stage_latency_seconds_count{{stage="{stage}"}}'
 
 
-async def _http_probes(base_url: str, stream: StreamId) -> dict[str, tuple[int, str]]:
+async def _http_probes(
+    base_url: str, client_ssl: ssl.SSLContext | bool, stream: StreamId
+) -> dict[str, tuple[int, str]]:
     """Status and content type of the page's assets, a missing asset, and the score feed without a token."""
     feed = f"{base_url}/streams/{stream.call_id}/{stream.participant_id}/scores"
     urls = {name: f"{base_url}/static/{name}" for name in ("app.js", "chart.js", "style.css", "nope.txt")}
@@ -262,7 +301,7 @@ async def _http_probes(base_url: str, stream: StreamId) -> dict[str, tuple[int, 
     found: dict[str, tuple[int, str]] = {}
     async with aiohttp.ClientSession() as http:
         for name, url in urls.items():
-            async with http.get(url) as response:
+            async with http.get(url, ssl=client_ssl) as response:
                 found[name] = (response.status, response.content_type if response.status == 200 else "")
     return found
 

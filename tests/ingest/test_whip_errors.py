@@ -103,7 +103,7 @@ async def _send_bad_requests(server: WhipServer, url: str, collector: Collector)
             assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
         assert unusable.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert len(server.registry) == 1  # no rejected offer holds a slot
-        assert metric("sessions_rejected_total", reason="auth") - auth_before == 3
+        assert metric("sessions_rejected_total", reason="auth") - auth_before == 4  # 3 offers and the DELETE
         assert metric("sessions_rejected_total", reason="bad_offer") - bad_before == 9
 
         # identity from headers instead of the query string

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import av
@@ -211,6 +211,71 @@ class RawPeer:
         assert self.location is not None
         async with http.delete(self.location, headers=auth()) as response:
             return response.status
+
+
+@dataclass
+class RawAnswer:
+    status: int  # 0: the connection closed without an answer
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def http_request(
+    method: str,
+    target: str,
+    headers: dict[str, str | bytes] | None = None,
+    body: bytes = b"",
+    *,
+    chunked: bool = False,
+) -> bytes:
+    """One HTTP/1.1 request as raw bytes; header values may be bytes (anything at all); the body is framed by
+    Content-Length, or chunked (one chunk per 700 bytes) when `chunked`."""
+    lines = [f"{method} {target} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+    for name, value in (headers or {}).items():
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+        pieces = [body[i : i + 700] for i in range(0, len(body), 700)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    else:
+        lines.append(b"Content-Length: %d" % len(body))
+        payload = body
+    return b"\r\n".join(lines) + b"\r\n\r\n" + payload
+
+
+async def raw_http(
+    port: int, pieces: list[bytes], *, pause_s: float = 0.0, timeout_s: float = 10.0
+) -> RawAnswer:
+    """Send `pieces` as separate writes, `pause_s` apart, on a fresh connection; read the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(timeout_s):
+            for index, piece in enumerate(pieces):
+                if index and pause_s:
+                    await asyncio.sleep(pause_s)
+                writer.write(piece)
+                await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in filter(None, header_lines):
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = headers.get("content-length")
+            body = await (reader.readexactly(int(length)) if length is not None else reader.read())
+            return RawAnswer(int(status_line.split()[1]), headers, body)
+    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+        return RawAnswer(0, {}, b"")
+    finally:
+        writer.close()
+
+
+def port_of(url: str) -> int:
+    return int(urlsplit(url).port or 80)
 
 
 def auth(token: str = TOKEN) -> dict[str, str]:

@@ -1,11 +1,16 @@
-"""Helpers for the Kafka integration tests: per-test topics and reading a topic back."""
+"""Helpers for the Kafka integration tests: per-test topics, reading a topic back, freezing the broker."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent import topic_reader
+from agent.broker import EmbeddedBroker
 from agent.settings import KafkaSettings, MonitorSettings, PublishSettings, TopicSettings
 from agent.topic_reader import TopicRecord
 
@@ -48,3 +53,16 @@ def first_seen_seqs(received: list[TopicRecord]) -> dict[str, list[int]]:
         if r.message["seq"] not in seqs:
             seqs.append(r.message["seq"])
     return seen
+
+
+@contextlib.contextmanager
+def frozen(broker: EmbeddedBroker) -> Iterator[None]:
+    """The broker process stopped (SIGSTOP) and continued on exit: it keeps its sockets and its data but
+    answers nothing, as a hung broker does."""
+    pid = broker.pid
+    assert pid is not None, "the broker is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -25,7 +25,10 @@ def test_plaintext_producer_is_idempotent_acks_all_and_bounded() -> None:
     )
     assert kwargs["bootstrap_servers"] == ["a:9092", "b:9093"]
     assert kwargs["enable_idempotence"] is True and kwargs["acks"] == "all"
-    assert (kwargs["retries"], kwargs["retry_backoff_ms"], kwargs["delivery_timeout_ms"]) == (4, 150, 7000)
+    # a message waits for its ack at most one request timeout: then it is the spool's (agent/publish.py)
+    assert (kwargs["retries"], kwargs["retry_backoff_ms"], kwargs["delivery_timeout_ms"]) == (4, 150, 2100)
+    longer_requests = KafkaSettings(request_timeout_ms=10_000)
+    assert producer_kwargs(longer_requests, PublishSettings(delivery_timeout_s=7))["delivery_timeout_ms"] == 7100
     assert kwargs["allow_auto_create_topics"] is False
     assert kwargs["security_protocol"] == "PLAINTEXT"
     assert not any(k.startswith(("sasl_", "ssl_")) for k in kwargs)

@@ -29,22 +29,8 @@ from core.types import Score
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_S = 20.0
 ACKED_BEFORE_STOP = 1  # windows on the broker before it goes down (reading them back takes seconds)
-
-
-@pytest.fixture(scope="module")
-def sentiment_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default sentiment bundle: the checkout's export when current, else exported afresh (as the live
-    tests do)."""
-    from core.card import DEFAULT_BUNDLE_DIR
-    from default_model.artefacts import bundle_is_current, export_default_bundle
-
-    if bundle_is_current(REPO_ROOT / DEFAULT_BUNDLE_DIR):
-        return REPO_ROOT / DEFAULT_BUNDLE_DIR
-    bundle, _ = export_default_bundle(tmp_path_factory.mktemp("default") / "bundle", variants=False)
-    return bundle
 
 
 def _settings(bootstrap_servers: str, bundle: Path, spool_dir: Path) -> Settings:
@@ -60,8 +46,9 @@ def _settings(bootstrap_servers: str, bundle: Path, spool_dir: Path) -> Settings
 
 @dataclass
 class _Outage:
-    """Stops the broker from inside the score sinks, right after the Nth acknowledged score: the stream's
-    analyser waits for it, so nothing is published between reading the topic and stopping the broker."""
+    """Stops the broker from inside the score sinks once the first N scores are on the topic: the stream's
+    analyser waits for this sink, so nothing is handed to the publisher between reading the topic and
+    stopping the broker."""
 
     broker: EmbeddedBroker
     topic: str
@@ -105,7 +92,7 @@ async def test_broker_down_20_s_mid_replay_every_window_once_in_order(
     settings = _settings(broker.bootstrap_servers, sentiment_bundle, tmp_path / "spool")
     source = collect_sources([shared_data / "av" / "derived" / "grid_11clips_concat.mp4"])[0]
     outage = _Outage(broker, settings.kafka.topics.scores)
-    # given after the publisher's sink, the outage's sees each score once it was acknowledged
+    # given after the publisher's sink, the outage's sees each score once it was handed over
     async with open_runtime(settings, publish=True, replay=True, score_sinks=[outage.sink]) as runtime:
         publisher = runtime.publisher
         assert publisher is not None

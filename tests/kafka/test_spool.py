@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +73,33 @@ def test_one_process_owns_a_spool(tmp_path: Path) -> None:
         assert result.returncode != 0 and "in use by another process" in result.stderr
         with pytest.raises(ConfigError, match="in use"):
             Spool(tmp_path, 1 << 20).open()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_spool_is_private_whatever_it_was_before(tmp_path: Path) -> None:
+    """It may hold transcripts: the directory is 0700 and every file 0600 (docs/kafka.md), also when the
+    directory existed with a wider mode, the umask is permissive, or a previous version left 0644 files."""
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    previous_umask = os.umask(0o000)
+    try:
+        with Spool(directory, 1 << 20, segment_bytes=64) as spool:
+            spool.append([b"x" * 40, b"y" * 40])
+            spool.append([b"z" * 40])
+            records = spool.read_records(1)
+            spool.commit(records[-1][1], 1)  # writes the cursor file
+        for name in ("seg-000000000001.log", "cursor"):  # as an older version left them
+            os.chmod(directory / name, 0o644)
+        os.chmod(directory, 0o755)
+        with Spool(directory, 1 << 20, segment_bytes=64) as spool:
+            assert spool.pending_records == 2
+            assert _mode(directory) == 0o700
+            files = sorted(p.name for p in directory.iterdir())
+            assert "cursor" in files and "LOCK" in files and any(n.startswith("seg-") for n in files)
+            assert {name: _mode(directory / name) for name in files} == dict.fromkeys(files, 0o600)
+    finally:
+        os.umask(previous_umask)

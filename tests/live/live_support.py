@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -137,26 +136,6 @@ def by_stream(records: list[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
     for record in records:
         out.setdefault(record.key, []).append(record.message)
     return out
-
-
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def words(text: str) -> list[str]:
-    from agent.text_norm import normalize
-
-    return _WORD.findall(normalize(text).lower())
-
-
-def wer(reference: list[str], hypothesis: list[str]) -> float:
-    """Word error rate: word-level Levenshtein distance / reference length."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        current = [i]
-        for j, hyp_word in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1] / max(1, len(reference))
 
 
 async def wait_for(predicate, timeout_s: float = 10.0, step_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]

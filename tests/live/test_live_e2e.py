@@ -27,18 +27,16 @@ from live_support import (
     live_settings,
     read_topic,
     reference_run,
-    wer,
     whip_url,
-    words,
 )
 
 from agent.runtime import open_runtime
 from agent.server import AgentServer
 from agent.settings import Settings, WindowSettings
 from agent.stream_client import stream_file
-from agent.text_norm import normalize
 from core.media import decode_file
 from core.types import AudioChunk, Score
+from core.wer import WerLimit, normalize, word_error_rate, words
 
 pytestmark = pytest.mark.integration
 
@@ -176,18 +174,20 @@ def test_utterance_windows_ordered_disjoint_and_cover_voice(scenario: Scenario) 
             assert covered == pytest.approx(inner[1] - inner[0], abs=1e-6), (name, (v_start, v_end), spans)
 
 
-def _grid_words() -> list[str]:
-    return words(" ".join(GRID_TEXT))
+# Opus may change a letter or digit Whisper hears, and int8 kernels differ by CPU (README.md, "Measured
+# performance"): 1.2x alone flips on one word, so up to 3 of GRID's 66 words more are allowed
+LIVE_VS_FILE = WerLimit(ratio=1.2, slack=3 / len(words(" ".join(GRID_TEXT))))
 
 
 def test_grid_wer_live_within_1_2x_file_decoded(scenario: Scenario) -> None:
     live = scenario.transcripts[key("grid", "utterance")]
     assert [m["seq"] for m in live] == [m["seq"] for m in scenario.live[key("grid", "utterance")]]
-    live_words = words(" ".join(m["text"] for m in live))
-    file_words = words(" ".join(t.text for t in scenario.reference["grid/utterance"].transcripts))
-    live_wer, file_wer = wer(_grid_words(), live_words), wer(_grid_words(), file_words)
+    live_text = " ".join(m["text"] for m in live)
+    file_text = " ".join(t.text for t in scenario.reference["grid/utterance"].transcripts)
+    reference = " ".join(GRID_TEXT)
+    live_wer, file_wer = word_error_rate([reference], [live_text]), word_error_rate([reference], [file_text])
     print(f"GRID WER: live {live_wer:.3f}, file-decoded {file_wer:.3f}")
-    assert live_wer <= 1.2 * file_wer + 1 / len(_grid_words())  # one word of slack when the file WER is ~0
+    assert LIVE_VS_FILE.allows(live_wer, file_wer), (live_wer, file_wer)
 
 
 MIN_AUDIO_R = 0.97  # Opus round trip: per-window correlation of the acoustic descriptors

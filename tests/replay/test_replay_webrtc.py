@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import pytest
 from replay_testing import GRID_CONCAT
 
 from agent.evaluate_run import run_evaluate
 from agent.replay import run_replay
 from agent.settings import Settings
-from agent.text_norm import normalize
+from core.wer import WerLimit, word_error_rate, words
 
 pytestmark = pytest.mark.integration  # real aiortc peers, Whisper, ONNX Runtime; WebRTC runs in real time
 
@@ -26,8 +25,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def wer(reference: str, transcripts: list[dict[str, Any]]) -> float:
-    hypothesis = normalize(" ".join(m["text"] for m in transcripts))
-    return float(jiwer.wer(normalize(reference), hypothesis))
+    return word_error_rate([reference], [" ".join(m["text"] for m in transcripts)])
 
 
 def test_webrtc_and_direct_replay_give_the_same_windows_and_wer(
@@ -52,8 +50,13 @@ def test_webrtc_and_direct_replay_give_the_same_windows_and_wer(
     reference = row["transcript"].replace("|", " ")
     wer_direct = wer(reference, read_lines(tmp_path / "direct.transcripts.jsonl"))
     wer_webrtc = wer(reference, read_lines(tmp_path / "webrtc.transcripts.jsonl"))
+    print(f"GRID WER: direct {wer_direct:.3f}, webrtc {wer_webrtc:.3f}")
     assert wer_direct < 0.3
-    assert wer_webrtc <= 1.2 * wer_direct + 1e-9, (wer_direct, wer_webrtc)
+    # Opus may change a letter or digit Whisper hears (8 of 66 words wrong direct, int8, where measured), and
+    # int8 kernels differ by CPU (README.md, "Measured performance"): 1.2x alone flips on one word, so up to
+    # 3 words more are allowed
+    webrtc_limit = WerLimit(ratio=1.2, slack=3 / len(words(reference)))
+    assert webrtc_limit.allows(wer_webrtc, wer_direct), (wer_direct, wer_webrtc)
 
     labels = tmp_path / "labels.csv"  # GRID has no affect labels: neutral 3 s segments, for the comparison
     rows = [f"{GRID_CONCAT.as_posix()},{3.0 * i:.1f},{3.0 * i + 3.0:.1f},0" for i in range(11)]
