@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -269,7 +270,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
-        config_file = os.environ.get("AFFECTSTREAM_CONFIG")
+        config_file = _CONFIG_FILE.get() or os.environ.get("AFFECTSTREAM_CONFIG")
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
@@ -283,6 +284,11 @@ def env_path(name: str) -> KeyPath | None:
     rest = name[len(ENV_PREFIX) :].lower()
     parts = tuple(rest.split("__"))
     return parts if parts[0] in Settings.model_fields else (rest,)
+
+
+# The config file of the load_settings call in progress (a process-wide os.environ entry leaked into later
+# calls and tests).
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("affectstream_config_file", default=None)
 
 
 class _EnvSource(EnvSettingsSource):
@@ -317,14 +323,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not Path(file_name).is_file():
             raise ConfigError(f"config file not found: {file_name}")
         origins.update(file_origins(Path(file_name)))
-        os.environ["AFFECTSTREAM_CONFIG"] = file_name  # read by Settings.settings_customise_sources
     for name in os.environ:  # the environment overrides the file
         path = env_path(name)
         if path is not None:
             origins[path] = name
+    token = _CONFIG_FILE.set(file_name)  # read by Settings.settings_customise_sources; never os.environ
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError("\n".join(problem_lines(exc, Settings, origins))) from None
     except SettingsError as exc:  # a source that could not be read; its message quotes no value
         raise ConfigError(str(exc)) from None
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import SpoolFullError
+from core.atomic_output import fsync_dir
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ def _open_private(path: Path, flags: int) -> int:
     fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
     os.fchmod(fd, FILE_MODE)
     return fd
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _scan(path: Path, start_bytes: int) -> tuple[int, int, int]:
@@ -212,7 +205,7 @@ class Spool:
     def _new_segment(self) -> None:
         number = max(self._segments[-1] if self._segments else 0, self._cursor.segment - 1) + 1
         os.close(_open_private(self.directory / _segment_name(number), os.O_WRONLY))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._segments.append(number)
         self._tail_bytes = 0
 
@@ -223,7 +216,7 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.directory / "cursor")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._cursor = cursor
 
     def _read_cursor(self) -> Cursor:

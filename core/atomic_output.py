@@ -76,7 +76,7 @@ class AtomicOutput:
             with open(self.staging, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(self.staging, self.target)
-        _fsync_dir(self.target.parent)
+        fsync_dir(self.target.parent)
         self.written = self.target
 
     def _keep_incomplete(self) -> None:
@@ -89,7 +89,8 @@ class AtomicOutput:
         log.warning("the output is incomplete: kept as %s (%s left as it was)", kept, self.target)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable (POSIX needs the directory itself synced)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -28,7 +28,7 @@ SECRET = "s3cr3t-do-not-print"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No inherited AFFECTSTREAM_ variable; load_settings's AFFECTSTREAM_CONFIG is undone after each test."""
+    """No inherited AFFECTSTREAM_ variable."""
     for name in list(os.environ):
         if name.upper().startswith("AFFECTSTREAM_"):
             monkeypatch.delenv(name)
@@ -330,3 +330,13 @@ def test_cli_log_options_accept_only_real_values(option, value):
     result = CliRunner().invoke(app, [option, value, "broker", "--help"])
     assert result.exit_code == 2
     assert option in result.output
+
+
+def test_loading_a_config_file_leaves_the_environment_as_it_was(tmp_path: Path) -> None:
+    bad = write(tmp_path, "kafka:\n  bootstrap: x\n")
+    with pytest.raises(ConfigError):
+        load_settings(bad)
+    good = write(tmp_path, "kafka:\n  bootstrap_servers: broker:9092\n")
+    assert load_settings(good).kafka.bootstrap_servers == "broker:9092"
+    assert "AFFECTSTREAM_CONFIG" not in os.environ
+    assert load_settings(None).kafka.bootstrap_servers != "broker:9092"  # the last file does not linger
