@@ -204,7 +204,6 @@ def _frames(value: Any, dim: int, name: str) -> np.ndarray:
 
 
 def _available_providers() -> list[str]:
-
     return list(ort.get_available_providers())
 
 
@@ -218,7 +217,6 @@ def _choose_variant(card: ModelCard, variant: GraphVariant, providers: list[str]
 
 
 def _session(graph_path: Path, providers: list[str], threads: tuple[int, bool]) -> Any:
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads[0]
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads[1] else "0")

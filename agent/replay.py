@@ -148,6 +148,11 @@ def media_span_s(source: ReplaySource) -> tuple[float, float]:
     return start_s, max(0.0, end_s - start_s)
 
 
+def media_spans(sources: list[ReplaySource]) -> dict[StreamId, tuple[float, float]]:
+    """Each source's (start_s, duration_s), probing every file once."""
+    return {source.stream: media_span_s(source) for source in sources}
+
+
 async def run_replay(
     paths: list[Path],
     settings: Settings,
@@ -169,8 +174,7 @@ async def run_replay(
     kept as `<name>.incomplete` (core/atomic_output.py). Kafka delivery: every score is acknowledged or in
     the spool before this returns (the runtime closes the publisher)."""
     sources = collect_sources(paths, start_s=from_s, end_s=to_s)
-    for source in sources:
-        media_span_s(source)  # an unreadable recording fails here, before any output or model
+    spans = media_spans(sources)  # an unreadable recording fails here, before any output or model
     with contextlib.ExitStack() as outputs:
         scores_out = outputs.enter_context(AtomicOutput(output)) if output is not None else None
         transcripts_out = outputs.enter_context(AtomicOutput(transcripts)) if transcripts is not None else None
@@ -185,7 +189,9 @@ async def run_replay(
                 score_sinks=[scores_file.score] if scores_file is not None else [],
                 transcript_sinks=[transcripts_file.transcript] if transcripts_file is not None else [],
             ) as runtime:  # fmt: skip
-                summary = await replay(sources, runtime.pipeline, settings, ReplayOptions(pace, via, progress))
+                summary = await replay(
+                    sources, runtime.pipeline, settings, ReplayOptions(pace, via, progress), spans
+                )
         finally:
             for writer in writers:
                 writer.close()
@@ -200,11 +206,13 @@ async def run_replay(
 
 
 async def replay(
-    sources: list[ReplaySource], pipeline: Pipeline, settings: Settings, options: ReplayOptions
+    sources: list[ReplaySource], pipeline: Pipeline, settings: Settings, options: ReplayOptions,
+    spans: dict[StreamId, tuple[float, float]] | None = None,
 ) -> ReplaySummary:
     """Replay every source concurrently through `pipeline` (with the progress bars as its last score sink);
     a file that fails is reported, not fatal."""
-    spans = {s.stream: media_span_s(s) for s in sources}  # a bad file fails here, before any work
+    if spans is None:
+        spans = media_spans(sources)  # a bad file fails here, before any work
     progress = _Progress(
         options.progress, {k: span[1] for k, span in spans.items()}, {k: span[0] for k, span in spans.items()}
     )
@@ -269,7 +277,6 @@ async def _replay_webrtc(
     sources: list[ReplaySource], pipeline: Pipeline, settings: Settings, options: ReplayOptions,
     spans: dict[StreamId, tuple[float, float]], progress: _Progress,
 ) -> list[FileResult]:
-
     if any(s.start_s is not None or s.end_s is not None for s in sources):
         raise ValueError("--from/--to are not supported with --via webrtc (the client streams whole files)")
     token = secrets.token_urlsafe(24)

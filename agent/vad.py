@@ -97,7 +97,6 @@ class SileroVad(VoiceActivityDetector):
 
 
 def _bundled_model_path() -> str:
-
     return os.path.join(get_assets_path(), "silero_vad_v6.onnx")
 
 

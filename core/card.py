@@ -97,7 +97,6 @@ class UninformedInput:
     reason: str
 
     def as_array(self) -> Any:
-
         return np.asarray(self.rows, dtype=np.float32).reshape(len(self.rows), -1)
 
 

@@ -93,7 +93,6 @@ def non0_acc2(pred: np.ndarray, true: np.ndarray) -> float:
 
 def vader_scores(texts: list[str]) -> np.ndarray:
     """VADER compound (vaderSentiment, the same version as the corpus) for each text."""
-
     analyzer = SentimentIntensityAnalyzer()
     return np.asarray([analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
 
@@ -118,8 +117,6 @@ def quality_by_corpus(test: list[RatedSentence], pred_by_key: dict[str, float]) 
 
 
 def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int]) -> tuple[Any, Any, Any, Any]:
-
-
     torch.set_num_threads(max(1, options.workers))
     data = load_mmsa_pickle(pickle_path)
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
@@ -137,7 +134,6 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
 
 def build(options: BuildOptions) -> BuildReport:
     """Run every step; writes options.out_dir and (unless export=False) the default bundle."""
-
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     sentences = load_corpus(options.cache_dir)
@@ -176,8 +172,6 @@ def _facts(
     options: BuildOptions, spec: dict[str, Any], counts: dict[str, dict[str, int]], result: Any,
     quality: dict[str, Any], encoder_dir: Path, max_speech_s: float,
 ) -> dict[str, Any]:
-
-
     return {
         "model_version": MODEL_VERSION,
         "task": "sentiment",

@@ -178,7 +178,6 @@ def uninformed_inputs(
 
 
 def _default_feature_spec(encoder_dir: Path, checkpoint: Path) -> dict[str, Any]:
-
     log.warning(
         "%s: metadata.json has no feature_spec; assuming the current extractors with default settings "
         "(pass --feature-spec to state it)",

@@ -119,7 +119,6 @@ def torch_runner(graph: InferenceGraph) -> Callable[[Feeds], dict[str, np.ndarra
 
 
 def onnx_runner(path: Path, provider: str = "CPUExecutionProvider") -> Callable[[Feeds], dict[str, np.ndarray]]:
-
     try:
         session = ort.InferenceSession(str(path), providers=[provider])
     except Exception as exc:

