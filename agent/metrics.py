@@ -56,7 +56,7 @@ from prometheus_client.exposition import choose_encoder
 
 STAGES = ("window_close", "speech", "features", "scoring", "publish_ack", "end_to_end")
 BATCHED_STAGES = ("speech", "scoring")
-QUEUES = ("windows", "scoring", "publish")
+QUEUES = ("windows", "speech", "scoring", "publish")
 # auth: bad or malformed credentials (any WHIP or feed request); capacity: no session slot; closing: that stream's
 # last session is still closing (retry shortly); bad_offer: an offer refused (its body, stream id or SDP);
 # bad_request: HTTP that could not be read (malformed, a header not UTF-8, a body too slow).

@@ -66,12 +66,12 @@ class _Models:
     vad: SileroVad
 
 
-def _load_models(settings: Settings) -> _Models:
+def _load_models(settings: Settings, words_needed: bool) -> _Models:
     """Blocking (seconds): bundles, feature extractor, Whisper, scorer and VAD."""
     bundles, spec = load_bundles(settings.scoring)
     extractor = FeatureExtractor(spec, bundles[0].tokenizer_dir, use_vision=_vision_needed(bundles))
-    return _Models(bundles, extractor, SpeechRecognizer(settings.speech), Scorer(bundles, settings.scoring),
-                   SileroVad())  # fmt: skip
+    recognizer = SpeechRecognizer(settings.speech, words_needed=words_needed)
+    return _Models(bundles, extractor, recognizer, Scorer(bundles, settings.scoring), SileroVad())
 
 
 @contextlib.asynccontextmanager
@@ -91,7 +91,9 @@ async def open_runtime(
     sinks only hand the result over (agent/publish.py owns acks, retries and the spool); everything handed
     over is acknowledged or spooled before this context exits.
     """
-    models = await asyncio.to_thread(_load_models, settings)
+    # word times are only read from published or written transcripts
+    words_needed = bool(transcript_sinks) or (publish and settings.publish.transcripts_enabled)
+    models = await asyncio.to_thread(_load_models, settings, words_needed)
     publisher = Publisher(settings.kafka, settings.publish) if publish else None
     try:
         pipeline = Pipeline(

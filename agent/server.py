@@ -60,6 +60,8 @@ class AgentServer:
         """Models loaded and publisher started: start taking offers."""
         self.pipeline = runtime.pipeline.with_sinks(scores=[self.feed.sink])
         self.runtime = runtime
+        # video is most of a call's packets: not sent at all when no model would look at it
+        self.whip.receive_video = self.settings.ingest.video == "always" or self.pipeline.extractor.uses_vision
 
     def app(self) -> web.Application:
         app = web.Application(

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError
 from agent import metrics
 from core.audiotime import AudioConverter
 from core.mediatime import FrameSampler, MediaMerger, OverloadError
-from core.types import AudioChunk, StreamId, VideoFrame
+from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ CloseReason = Literal[
 
 PC_CLOSE_TIMEOUT_S = 5.0  # aiortc's close can hang on a task cancelled before it ran (loop shutdown)
 READER_DRAIN_S = 2.0  # after the peer connection closes, time for decoded frames to reach the readers
+# Audio chunks already waiting in the merger leave as one (each costs a pass through the windower and a VAD
+# run); only what has arrived is joined, so nothing waits for it.
+COALESCE_MAX_S = 0.5
 
 
 _RGB_EXECUTOR: ThreadPoolExecutor | None = None
@@ -51,6 +54,12 @@ def _rgb_executor() -> ThreadPoolExecutor:
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")  # uint8 [h, w, 3]
+
+
+def _joined(parts: list[AudioChunk]) -> AudioChunk:
+    if len(parts) == 1:
+        return parts[0]
+    return AudioChunk(start_s=parts[0].start_s, samples=np.concatenate([p.samples for p in parts]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,7 @@ class IngestSession:
         self.limits = limits
         self.closed: CloseReason | None = None
         self._pc: RTCPeerConnection | None = pc
+        self._has_video = has_video
         self._audio = AudioConverter()
         max_pending = max(2, math.ceil(limits.vision_fps * (limits.max_lag_s + 1.0)))
         self._merger: MediaMerger[av.VideoFrame] = MediaMerger(
@@ -144,7 +154,7 @@ class IngestSession:
             return
         if track.kind == "audio":
             self._readers.append(asyncio.create_task(self._read_audio(track), name=f"ingest-audio-{self.id}"))
-        elif track.kind == "video":
+        elif track.kind == "video" and self._has_video:  # else answered "inactive": nothing will come
             self._readers.append(asyncio.create_task(self._read_video(track), name=f"ingest-video-{self.id}"))
         self._track_kinds.add(track.kind)
 
@@ -153,10 +163,12 @@ class IngestSession:
         if self._media_taken:
             raise RuntimeError("IngestSession.media() can be iterated only once")
         self._media_taken = True
+        held: AudioChunk | tuple[float, av.VideoFrame] | None = None  # popped while joining audio
         while True:
-            item = self._merger.pop()
+            item, held = (held, None) if held is not None else (self._merger.pop(), None)
             if isinstance(item, AudioChunk):
-                yield item
+                chunk, held = self._join_waiting_audio(item)
+                yield chunk
             elif item is not None:
                 time_s, frame = item
                 loop = asyncio.get_running_loop()
@@ -167,6 +179,22 @@ class IngestSession:
             else:
                 self._wake.clear()
                 await self._wake.wait()
+
+    def _join_waiting_audio(
+        self, first: AudioChunk
+    ) -> tuple[AudioChunk, AudioChunk | tuple[float, av.VideoFrame] | None]:
+        """`first` joined with the contiguous audio chunks the merger releases right after it (up to
+        COALESCE_MAX_S), and the item that ended the run (to be handled next), if any."""
+        parts = [first]
+        size = len(first.samples)
+        limit = round(COALESCE_MAX_S * SAMPLE_RATE_HZ)
+        while size < limit:
+            item = self._merger.pop()
+            if not isinstance(item, AudioChunk) or abs(item.start_s - parts[-1].end_s) > 1e-6:
+                return _joined(parts), item
+            parts.append(item)
+            size += len(item.samples)
+        return _joined(parts), None
 
     async def wait_connected(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):

@@ -117,8 +117,7 @@ class KafkaSettings(Section):
         if self.security_protocol.startswith("SASL"):
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
                 raise ValueError(
-                    f"security_protocol={self.security_protocol} needs sasl_mechanism, sasl_username "
-                    "and sasl_password"
+                    f"security_protocol={self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
                 )
         if self.security_protocol.endswith("SSL"):
             for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
@@ -164,6 +163,17 @@ class SpeechSettings(Section):
     cpu_threads: int = Field(2, ge=1)
     beam_size: int = Field(5, ge=1)
     language: str | None = "en"
+    # "trimmed": decode each window's own audio (plus a little silence), batched across streams, re-decoded
+    # padded where the result looks wrong; "padded": faster-whisper's 30 s decode, one window at a time
+    # (bench/speech_sweep.py compares them)
+    decode: Literal["trimmed", "padded"] = "trimmed"
+    # a trimmed input is at least this long (silence after the audio): shorter ones cost less and make more
+    # mistakes on short windows; 30 = padded quality at padded cost
+    trimmed_min_input_s: float = Field(10.0, ge=0, le=30)
+    max_batch: int = Field(8, ge=1)  # windows of all streams decoded in one CTranslate2 call
+    max_wait_ms: float = Field(0.0, ge=0)  # 0: a batch is what queued while the previous one decoded
+    # None: only when something reads them (transcripts published or written, `affectstream transcribe`)
+    word_timestamps: bool | None = None
 
 
 class FeatureSettings(Section):
@@ -198,6 +208,9 @@ class PublishSettings(Section):
 
 
 class IngestSettings(Section):
+    # auto: take a call's video only when a loaded model looks at faces (the default model does not: its
+    # vision branch saw none), else answer it "inactive" so the peer never sends it; always: take it anyway
+    video: Literal["auto", "always"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     tokens: ListSetting[SecretStr] = []

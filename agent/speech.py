@@ -1,4 +1,5 @@
-"""Windows → transcripts with faster-whisper: one model per process, decoding in a worker thread.
+"""Windows → transcripts with Whisper (CTranslate2 via faster-whisper): one model per process, one worker
+thread batching the windows of every stream (agent/speech_batch.py, agent/speech_decode.py).
 
 Windows already come from voice activity, so Whisper's own VAD stays off. Word times are media time
 (window start + the word's offset in the window).
@@ -6,12 +7,12 @@ Windows already come from voice activity, so Whisper's own VAD stays off. Word t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from faster_whisper import WhisperModel
 
 from agent import metrics
 from agent.settings import SpeechSettings
+from agent.speech_batch import SpeechBatcher, SpeechBatchStats
+from agent.speech_decode import WhisperDecoder
 from core.errors import ModelError
-from core.types import SAMPLE_RATE_HZ, Transcript, Window, Word
+from core.types import Transcript, Window
 
 log = logging.getLogger(__name__)
 
-_MIN_AUDIO_S = 0.05  # shorter than this holds no word; Whisper is not asked
 _models: dict[tuple[str, str, str, int], Any] = {}
 _models_lock = threading.Lock()
 
@@ -74,69 +76,42 @@ def _load(model_dir: Path, settings: SpeechSettings) -> Any:
 
 
 class SpeechRecognizer:
-    """Transcribes windows; all recognizers with the same settings share one model."""
+    """Transcribes windows; all recognizers with the same settings share one model.
 
-    def __init__(self, settings: SpeechSettings) -> None:
+    Each recognizer has one speech worker (agent/speech_batch.py) that batches the windows of every stream
+    sharing it; the runtime builds one per process. `words_needed`: whether anything reads word times, when
+    `speech.word_timestamps` does not say.
+    """
+
+    def __init__(self, settings: SpeechSettings, *, words_needed: bool = True) -> None:
         self.settings = settings
         self.model = load_whisper(settings)
-        # One decoding at a time per recognizer: the model has one CTranslate2 worker anyway.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        word_timestamps = words_needed if settings.word_timestamps is None else settings.word_timestamps
+        self.decoder = WhisperDecoder(self.model, settings, word_timestamps=word_timestamps)
+        self._batcher = SpeechBatcher(self.decoder.decode, settings.max_batch, settings.max_wait_ms)
+
+    @property
+    def stats(self) -> deque[SpeechBatchStats]:
+        return self._batcher.stats
 
     def transcribe(self, window: Window) -> Transcript:
-        """Blocking: decode one window (consumes faster-whisper's lazy segment generator)."""
-        started = time.perf_counter()
-        text, words, language, no_speech_prob = self._decode(window)
-        return Transcript(
-            window=window,
-            text=text,
-            words=words,
-            language=language,
-            no_speech_prob=no_speech_prob,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-        )
+        """Blocking: this window's transcript, decoded by the worker (in a batch with whatever else waits)."""
+        return self._batcher.submit(window).result()
+
+    def transcribe_many(self, windows: Sequence[Window]) -> list[Transcript]:
+        """Blocking: the windows' transcripts in order, submitted together so that they share batches."""
+        futures = [self._batcher.submit(w) for w in windows]
+        return [f.result() for f in futures]
 
     async def transcribe_async(self, window: Window) -> Transcript:
-        """Decode one window in the recognizer's worker thread, off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe, window)
+        """This window's transcript, off the event loop."""
+        return await self._batcher.transcribe_async(window)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._batcher.close()
 
     def transcribe_samples(self, samples: np.ndarray) -> list[Any]:
-        """Whisper segments of raw audio (float32 [n] 16 kHz), with this recognizer's decoding options."""
-        segments, _ = self.model.transcribe(samples, **self._options())
+        """Whisper segments of raw audio (float32 [n] 16 kHz) decoded whole by faster-whisper (no worker),
+        with this recognizer's padded decoding options."""
+        segments, _ = self.model.transcribe(samples, **self.decoder.padded_options())
         return list(segments)
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "language": self.settings.language,
-            "beam_size": self.settings.beam_size,
-            "word_timestamps": True,
-            "vad_filter": False,
-            "condition_on_previous_text": False,
-        }
-
-    def _decode(self, window: Window) -> tuple[str, tuple[Word, ...], str, float]:
-        audio = np.asarray(window.audio, dtype=np.float32).reshape(-1)  # float32 [n] 16 kHz
-        language = self.settings.language or "en"
-        if len(audio) < _MIN_AUDIO_S * SAMPLE_RATE_HZ:
-            return "", (), language, 1.0
-        segments, info = self.model.transcribe(audio, **self._options())
-        texts: list[str] = []
-        words: list[Word] = []
-        no_speech = []
-        for segment in segments:  # lazy: decoding happens here, in this thread
-            texts.append(segment.text.strip())
-            no_speech.append(segment.no_speech_prob)
-            for word in segment.words or ():
-                words.append(
-                    Word(
-                        text=word.word.strip(),
-                        start_s=window.start_s + word.start,
-                        end_s=window.start_s + word.end,
-                        probability=float(word.probability),
-                    )
-                )
-        text = " ".join(t for t in texts if t)
-        return text, tuple(words), info.language or language, float(min(no_speech)) if no_speech else 1.0

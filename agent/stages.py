@@ -24,6 +24,11 @@ class SpeechStage(Protocol):
 class FeatureStage(Protocol):
     """A transcript's window as model inputs; blocking (the pipeline calls it from a worker thread)."""
 
+    @property
+    def uses_vision(self) -> bool:
+        """Whether video frames change the inputs (False: every window gets the "no face" row)."""
+        ...
+
     def extract(self, transcript: Transcript) -> Features: ...
 
     def empty(self, transcript: Transcript) -> Features:

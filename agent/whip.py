@@ -10,6 +10,10 @@ ends when the peer disconnects, DELETEs, or ICE fails. Bearer tokens come from `
 (agent/http_auth.py); an offer carries one participant: one sending audio track, at most one video track
 (agent/sdp_offer.py). A stream whose last session is still closing answers 503 with a short Retry-After, so a
 quick reconnect knows to retry; a live one answers 409.
+
+`receive_video = False` (set it when no model looks at faces) answers a video track "inactive": the peer
+sends no video, so the server neither receives, decrypts nor decodes it (most of a stream's packets), and
+sessions deliver audio only.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class WhipServer:
             media_buffer_s=settings.media_buffer_s,
         )
         self.registry = SessionRegistry(settings.max_sessions)
+        self.receive_video = True  # False: answer video "inactive" (applies to offers answered from then on)
         self._supervisors: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._runner: web.AppRunner | None = None
@@ -206,11 +211,14 @@ class WhipServer:
         self, stream: StreamId, offer: str, summary: OfferSummary
     ) -> tuple[IngestSession, str]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
-        session = IngestSession(
-            secrets.token_urlsafe(16), stream, pc, self._limits, has_video=summary.has_video
-        )
+        video = summary.has_video and self.receive_video
+        session = IngestSession(secrets.token_urlsafe(16), stream, pc, self._limits, has_video=video)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            if summary.has_video and not video:
+                for transceiver in pc.getTransceivers():
+                    if transceiver.kind == "video":
+                        transceiver.direction = "inactive"
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises assorted errors on offers it cannot use
             await session.close("error")

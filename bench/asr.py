@@ -2,12 +2,14 @@
 
 Runs faster-whisper tiny.en (int8, 2 CPU threads by default) over the JFK, LibriVox and LJ Speech files of
 ../shared/data. The baseline is faster-whisper on each whole file, measured in the same run; the windowed
-path is what the agent does: decode → utterance windows (Silero VAD) → one Whisper call per window.
+path is what the agent does: decode → utterance windows (Silero VAD) → each window through the speech worker,
+one at a time (bench/speech_sweep.py measures batching).
 WER is counted after Whisper's English normaliser (core/wer.py). The CPU model and ISA flags are recorded,
 since the kernels they select change a word here and there; so is every word either path got wrong.
 Prints a table and writes bench/results/asr.json.
 
     .venv/bin/python -m bench.asr [--threads 2] [--beam-size 5] [--repeats 1] [--compute-type float32]
+                                  [--decode trimmed|padded]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from agent.vad import SileroVad
 from agent.windows import Windower
 from bench._cpu import cpu_info
 from core.media import decode_file
-from core.types import AudioChunk, StreamId, VideoFrame
+from core.types import AudioChunk, StreamId, VideoFrame, Window
 from core.wer import WINDOWED_VS_WHOLE, word_error_rate, word_errors, words
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,10 +67,15 @@ def _whole(recognizer: SpeechRecognizer, items: list[AudioChunk | VideoFrame], r
     result.hypotheses.append(text)
 
 
+def cut_windows(items: list[AudioChunk | VideoFrame], stream: StreamId = STREAM) -> list[Window]:
+    """The utterance windows the agent cuts from this media (Silero VAD)."""
+    windower = Windower(stream, WindowSettings(mode="utterance"), SileroVad())
+    return [w for item in items for w in windower.push(item)] + windower.flush()
+
+
 def _windowed(recognizer: SpeechRecognizer, items: list[AudioChunk | VideoFrame], result: PathResult) -> None:
     started = time.perf_counter()
-    windower = Windower(STREAM, WindowSettings(mode="utterance"), SileroVad())
-    windows = [w for item in items for w in windower.push(item)] + windower.flush()
+    windows = cut_windows(items)
     result.windowing_s += time.perf_counter() - started
     texts = []
     for window in windows:
@@ -85,6 +92,7 @@ def main() -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="take the fastest of N runs per path")
     parser.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (int8, float32, ...)")
+    parser.add_argument("--decode", choices=("trimmed", "padded"), default="trimmed", help="windowed decoding")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "asr.json")
     args = parser.parse_args()
 
@@ -93,7 +101,9 @@ def main() -> int:
     media = [_decode(DATA / row["path"]) for row in rows]
     audio_s = sum(sum(len(c.samples) for c in items if isinstance(c, AudioChunk)) / 16000 for items in media)
 
-    settings = SpeechSettings(cpu_threads=args.threads, beam_size=args.beam_size, compute_type=args.compute_type)
+    settings = SpeechSettings(
+        cpu_threads=args.threads, beam_size=args.beam_size, compute_type=args.compute_type, decode=args.decode
+    )
     started = time.perf_counter()
     recognizer = SpeechRecognizer(settings)
     load_s = time.perf_counter() - started
@@ -117,6 +127,7 @@ def main() -> int:
         "compute_type": args.compute_type,
         "cpu_threads": args.threads,
         "beam_size": args.beam_size,
+        "decode": args.decode,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu": cpu.as_dict(),
         "files": len(rows),

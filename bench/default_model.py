@@ -7,9 +7,14 @@ Table: corpus x {VADER (gold text), ours text, ours spoken} Pearson r against th
   core.features → agent.scoring (ONNX Runtime); a sentence's score is the duration-weighted mean of its
   windows. Acc-2 and pos/neg ranking accuracy are reported for the held-out voices.
 - neutral readings: LJ Speech / LibriVox / JFK files from ../shared/data through the same pipeline.
+- CREMA-D voices (bench/cremad_eval.py): real actors on the corpus's test actors through the replay path,
+  r against the voice-only crowd valence, the audio ablation and two eGeMAPS anchors measured in the same
+  run; `--live` adds actor 1001's six takes over WebRTC. Also written alone to bench/results/cremad.json,
+  with the per-emotion chart bench/results/cremad_emotions.png.
 VADER is measured in the same run on the same sentences. Writes bench/results/default_model.json.
 
     .venv/bin/python -m bench.default_model [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
+    .venv/bin/python -m bench.default_model --cremad-only [--limit N] [--live]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
 from agent.vad import SileroVad
 from agent.windows import Windower
+from bench.cremad_eval import CHART_FILE, print_cremad, run_cremad, write_chart
 from core.card import DEFAULT_BUNDLE_DIR
 from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
@@ -45,6 +51,7 @@ from default_model.corpus import (
     sample_per_corpus,
     split_corpus,
 )
+from default_model.cremad import DEFAULT_CREMAD_DIR
 from default_model.dataset import MAX_SPEECH_S, transcript_of, window_of
 from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES, synthesize, voice_for
 
@@ -76,7 +83,7 @@ class Pipeline:
         )
         self.scorer = Scorer([self.bundle], ScoringSettings(max_batch=16, max_wait_ms=0.0))
         self.vad = SileroVad()
-        self.speech = SpeechRecognizer(SpeechSettings())
+        self.speech = SpeechRecognizer(SpeechSettings(), words_needed=False)
         self.windows = WindowSettings()
 
     async def score(self, features: Features) -> float:
@@ -260,12 +267,41 @@ def main() -> None:
                         help="reuse the build's test-split features when present (else synthesise them)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".affectstream" / "cache" / "vader")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_model.json")
+    parser.add_argument("--cremad-only", action="store_true", help="only the CREMA-D section (cremad.json)")
+    parser.add_argument("--no-cremad", action="store_true", help="skip the CREMA-D section")
+    parser.add_argument(
+        "--cremad-limit",
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CREMA-D: a seeded sample of N clips per split (default: all)",
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="CREMA-D: also stream actor 1001's six takes over WebRTC to the server"
+    )
+    parser.add_argument("--cremad-dir", type=Path, default=DEFAULT_CREMAD_DIR)
+    parser.add_argument("--cremad-out", type=Path, default=ROOT / "bench" / "results" / "cremad.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("agent.pipeline").setLevel(logging.WARNING)  # else a "stream ended" line per CREMA-D clip
     try:
-        result = asyncio.run(run(args))
+        cremad = None if args.no_cremad else asyncio.run(run_cremad(
+            args.bundle, args.cremad_dir, ROOT / ".affectstream" / "cache", variant=args.variant,
+            limit=args.cremad_limit, live=args.live, seed=args.seed,
+        ))  # fmt: skip
+        result = None if args.cremad_only else asyncio.run(run(args))
     except AffectstreamError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if cremad is not None:
+        print_cremad(cremad)
+        args.cremad_out.parent.mkdir(parents=True, exist_ok=True)
+        args.cremad_out.write_text(json.dumps(cremad, indent=2) + "\n")
+        write_chart(cremad, args.cremad_out.parent / CHART_FILE)
+        print(f"wrote {args.cremad_out} and {args.cremad_out.parent / CHART_FILE}")
+    if result is None:
+        return
+    result["cremad"] = cremad
     print_table(result["table"])
     print(f"held-out voices: Acc-2 {result['acc2_heldout_voices_all']:.3f}, "
           f"pos/neg ranking {result['ranking_heldout_voices_all']:.3f}")

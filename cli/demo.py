@@ -83,7 +83,9 @@ def format_table(scores: list[dict[str, Any]]) -> str:
 
 
 def demo(settings: Settings) -> int:
-    call = ensure_sample_call(DEMO_DIR / "sample_call.mp4")
+    from default_model.cremad import DEFAULT_CREMAD_DIR  # where the shared corpus lies beside the repository
+
+    call = ensure_sample_call(DEMO_DIR / "sample_call_v3.mp4", DEFAULT_CREMAD_DIR)  # v3: with real voices
     with EmbeddedBroker("127.0.0.1", free_port()) as broker:
         print(f"embedded Kafka broker (tansu) on {broker.bootstrap_servers}", flush=True)
         configured = demo_settings(settings, broker.bootstrap_servers)

@@ -133,6 +133,11 @@ class FeatureExtractor:
         self._faces = FaceMeshDescriber() if use_vision else None
         features_audio.warm_up()
 
+    @property
+    def uses_vision(self) -> bool:
+        """False when every window gets the "no face" row: live ingest then has no use for video."""
+        return self._faces is not None
+
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """input_ids, attention_mask, token_type_ids: int64 [n] each, n <= text_max_length."""
         return self._tokenizer.tokenize(text)

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 MODEL_ID = "affectstream-sentiment-default"
 TASK = "sentiment"
 DEFAULT_DIR = Path(__file__).resolve().parent / "committed"
+# The model also trained on CREMA-D voices (`model build --voices`): committed for evaluation, not the default
+# (README, "Default model": neutral human speech scores negative with it).
+VOICES_DIR = Path(__file__).resolve().parent / "candidates" / "voices"
+VOICES_BUNDLE_DIR = DEFAULT_BUNDLE_DIR.parent / "sentiment-voices-candidate"
 CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
 FACTS_FILE = "facts.json"
@@ -173,7 +177,9 @@ def export_default_bundle(
         text_max_length=spec.text_max_length,
         audio_dim=config.audio_dim,
         vision_dim=config.vision_dim,
-        training={**facts["training"], "quality": facts["quality"], "source_sha256": digest},
+        training={**facts["training"], "quality": facts["quality"], "source_sha256": digest,
+                  # measurements of the committed model made after its build (each names its bench)
+                  "evaluations": facts.get("evaluations", {})},
         informed_modalities=("text", "audio"),
         uninformed_inputs={"vision": UninformedInput(
             rows=tuple(tuple(float(x) for x in row) for row in no_face), reason=VISION_REASON)},

@@ -1,12 +1,16 @@
 """`affectstream model build`: the default sentiment model from scratch, offline and reproducibly.
 
 corpus (vaderSentiment sdist) → seeded split → espeak-ng speech → FeatureExtractor.extract (the agent's own
-call) → MMSA pickle → Trainer (Self-MM + ULGM, MMSA's mosi preset, text encoder fine-tuned) → best epoch
-→ test-split quality per corpus beside VADER → default_model/committed/ (small artefacts) → the default bundle.
+call) → with --voices, + CREMA-D (default_model.cremad: real actors, the valence listeners heard) → MMSA pickle →
+Trainer (Self-MM + ULGM, MMSA's mosi preset, text encoder fine-tuned) → best epoch → test-split quality per
+corpus beside VADER and on the CREMA-D test actors → default_model/committed/ → the default bundle.
 
 Deviation from MMSA's config_regression (use_finetune=true, every encoder layer): only the top
 FINETUNE_TOP_LAYERS of the 6 MiniLM layers train; the embeddings and lower layers stay as shipped. That keeps
 the build within 45 minutes on 2 cores and the committed weights small (float16, see default_model).
+With the voices, the audio branch reads standardised columns, one LSTM step per AUDIO_STEP_FRAMES frames, with
+AUDIO_HIDDEN units (MMSA: raw columns, every frame, 16 units): measured on the CREMA-D voices, MMSA's plain
+LSTM saturates on the unscaled descriptors and learns a constant (docs/selfmm.md §2.6).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from default_model.corpus import (
     sample_per_corpus,
     split_corpus,
 )
-from default_model.dataset import MAX_SPEECH_S, build_pickle
+from default_model.cremad import VoiceSample, load_clips, voice_samples
+from default_model.dataset import MAX_SPEECH_S, VOICE_ID_PREFIX, audio_statistics, build_pickle
 from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES
+from models.adapters.crema_d import NEUTRAL_VOICE_OFFSET
 from models.config import SelfMMConfig, default_text_encoder_dir
 from models.datasets import MMSADataset, load_mmsa_pickle
 from models.selfmm import SelfMM
@@ -53,8 +59,13 @@ from models.train import Trainer, TrainOptions, load_best, setup_seed
 log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
+VOICES_MODEL_VERSION = "3.0.0"  # with the CREMA-D voices (default_model/candidates/voices)
 FINETUNE_TOP_LAYERS = 2
+AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
+AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
+AUDIO_OUT = 32
+VOICE_REPEAT = 2  # CREMA-D train clips per epoch, per clip: the voices' weight beside ~19k sentences
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,10 @@ class BuildOptions:
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     work_dir: Path = Path(".affectstream") / "build" / "default-model"
     cache_dir: Path = Path(".affectstream") / "cache" / "vader"
+    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (3.0.0); None: 2.0.0
+    cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
+    clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
+    voice_repeat: int = VOICE_REPEAT
     spoken_per_corpus: int | None = 1000  # per corpus, in train and valid; None = every sentence
     sentences_per_corpus: int | None = None  # per corpus and split (smoke runs); None = the whole corpus
     max_epochs: int = 4
@@ -116,13 +131,35 @@ def quality_by_corpus(test: list[RatedSentence], pred_by_key: dict[str, float]) 
     return table
 
 
+def voice_quality(test_out: dict[str, Any]) -> dict[str, Any]:
+    """Pearson r of M and A against the voice-perceived valence on the CREMA-D test actors (gold text)."""
+    rows = [i for i, key in enumerate(test_out["ids"]) if key.startswith(f"{VOICE_ID_PREFIX}$_$")]
+    if len(rows) < 3:
+        return {"n": len(rows)}
+    true = np.asarray(test_out["true"])[rows]
+    return {
+        "n": len(rows),
+        "pearson_m": round(pearson(np.asarray(test_out["pred"])[rows], true), 4),
+        "pearson_a": round(pearson(np.asarray(test_out["pred_A"])[rows], true), 4),
+        "pearson_t": round(pearson(np.asarray(test_out["pred_T"])[rows], true), 4),
+    }
+
+
 def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int]) -> tuple[Any, Any, Any, Any]:
     torch.set_num_threads(max(1, options.workers))
     data = load_mmsa_pickle(pickle_path)
+    audio: dict[str, Any] = {}
+    if options.cremad_dir is not None:  # real voices: the audio stage and widths of docs/selfmm.md §2.6
+        audio = {"audio_standardize": True, "audio_step_frames": AUDIO_STEP_FRAMES,
+                 "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
-                                 use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS)
+                                 use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
     setup_seed(options.seed)
     model = SelfMM(config)
+    if model.audio_steps is not None:
+        mean, std = audio_statistics(data["train"].audio, data["train"].audio_lengths)
+        model.audio_steps.set_statistics(torch.as_tensor(mean, dtype=torch.float32),
+                                         torch.as_tensor(std, dtype=torch.float32))
     trainer = Trainer(config, TrainOptions(max_epochs=options.max_epochs, device="cpu", progress=options.progress,
                                            trim_padding=True))
     result = trainer.fit(model, MMSADataset(data["train"]), MMSADataset(data["valid"]))
@@ -130,6 +167,18 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
     round_trained_encoder(model)  # what is committed: the test quality below is the committed model's
     test_out = trainer.predict(model, MMSADataset(data["test"]), desc="test")
     return model, config, result, test_out
+
+
+def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, list[VoiceSample]] | None:
+    if options.cremad_dir is None:
+        return None
+    clips = load_clips(options.cremad_dir, per_split=options.clips_per_split, seed=options.seed)
+    samples = voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
+                            workers=options.workers, progress=options.progress)
+    by_split: dict[Any, list[VoiceSample]] = {}
+    for sample in samples:
+        by_split.setdefault(sample.clip.split, []).append(sample)
+    return by_split
 
 
 def build(options: BuildOptions) -> BuildReport:
@@ -145,8 +194,10 @@ def build(options: BuildOptions) -> BuildReport:
     spec = FeatureSpec.for_tokenizer(encoder_dir)
     extractor = FeatureExtractor(spec, encoder_dir, use_vision=False)
     pickle_path = options.work_dir / "vader_espeak.pkl"
+    voices = _voices(options, extractor)
     counts = build_pickle(splits, extractor, pickle_path, spoken_per_corpus=options.spoken_per_corpus,
-                          seed=options.seed, workers=options.workers, progress=options.progress)
+                          seed=options.seed, workers=options.workers, progress=options.progress,
+                          voices=voices, voice_repeat=options.voice_repeat)
     seconds["corpus_tts_features"] = round(time.perf_counter() - started, 1)
 
     mark = time.perf_counter()
@@ -155,6 +206,8 @@ def build(options: BuildOptions) -> BuildReport:
     keys = [i.replace("$_$", "/") for i in test_out["ids"]]
     pred_by_key = dict(zip(keys, (float(p) for p in test_out["pred"]), strict=True))
     quality = {"test_split_gold_text": quality_by_corpus(splits["test"], pred_by_key)}
+    if voices is not None:
+        quality["cremad_test_actors_gold_text"] = voice_quality(test_out)
 
     facts = _facts(options, spec.to_dict(), counts, result, quality, encoder_dir, MAX_SPEECH_S)
     save_default(model, config, facts, options.out_dir)
@@ -173,7 +226,7 @@ def _facts(
     quality: dict[str, Any], encoder_dir: Path, max_speech_s: float,
 ) -> dict[str, Any]:
     return {
-        "model_version": MODEL_VERSION,
+        "model_version": MODEL_VERSION if options.cremad_dir is None else VOICES_MODEL_VERSION,
         "task": "sentiment",
         "label_range": [-3.0, 3.0],
         "intended_use": NOT_CLINICAL,
@@ -195,9 +248,14 @@ def _facts(
             "spoken_per_corpus": options.spoken_per_corpus,
             "sentences_per_corpus": options.sentences_per_corpus,
             "text": "gold sentences (the rated text), tokenized by the agent's FeatureExtractor",
-            "audio": (f"espeak-ng synthetic speech only ({len(TRAIN_VOICES)} voice/rate/pitch combinations, "
-                      f"cut at {max_speech_s:g} s) through the agent's audio features; sentences not spoken "
-                      "carry the speech of another sentence of their corpus and split"),
+            "audio": (f"espeak-ng synthetic speech of the rated sentences ({len(TRAIN_VOICES)} voice/rate/pitch "
+                      f"combinations, cut at {max_speech_s:g} s; sentences not spoken carry the speech of "
+                      "another sentence of their corpus and split), and " + (
+                          "real voices: CREMA-D (Cao et al. 2014, ODbL/DbCL), 82 actors each reading 12 neutral "
+                          "sentences in six emotions, Opus 32 kbps as WebRTC carries it, fixed actor splits; "
+                          f"train clips {options.voice_repeat}x per epoch. Both through the agent's audio features"
+                          if options.cremad_dir is not None else "no real voice")),
+            "voices": _voice_facts(options),
             "vision": "not informed: no labelled faces; always the explicit 'no face' row",
             "preset": (f"MMSA self_mm mosi (config_regression, use_finetune=true) with only the top "
                        f"{FINETUNE_TOP_LAYERS} encoder layers trained"),
@@ -205,7 +263,12 @@ def _facts(
                           f"{6 - FINETUNE_TOP_LAYERS} layers stay as shipped (2-core build time), and the "
                           "fine-tuned layers are committed as float16 (the quality is measured after rounding); "
                           "training batches are cut to their longest sentence (same outputs, other dropout "
-                          "draws than MMSA's padded batches)"),
+                          "draws than MMSA's padded batches)" + (
+                              f"; the audio branch standardises each column with the training set's mean and "
+                              f"std, reads one LSTM step per {AUDIO_STEP_FRAMES} frames (their mean) and has "
+                              f"{AUDIO_HIDDEN} LSTM units and {AUDIO_OUT}-wide layers (MMSA: raw frames, 16): "
+                              "MMSA's plain audio LSTM learned a constant from these descriptors "
+                              "(docs/selfmm.md section 2.6)" if options.cremad_dir is not None else "")),
             "max_epochs": options.max_epochs,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs,
@@ -215,9 +278,32 @@ def _facts(
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
         },
         "quality": quality,
-        "note": ("Trained on written sentences spoken by espeak-ng: it reads sentiment mostly from the "
-                 "words; "
-                 "vision is fed the 'no face' row; " + NOT_CLINICAL),
+        "note": ((
+            "Text learned from human-rated written sentences (VADER corpora); audio learned from real actors' "
+            "voices as listeners perceived them (CREMA-D, voice-only ratings) and from synthetic speech that "
+            "carries no sentiment; vision learned nothing (no labelled faces: it is fed the 'no face' row); "
+            if options.cremad_dir is not None else
+            "Trained on written sentences spoken by espeak-ng: it reads sentiment mostly from the words; "
+            "vision is fed the 'no face' row; ") + NOT_CLINICAL),
+    }
+
+
+def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
+    if options.cremad_dir is None:
+        return None
+    return {
+        "corpus": "CREMA-D (shared/data/cremad: clips.csv + Opus audio)",
+        "clips_per_split": options.clips_per_split,
+        "label": ("voice-perceived valence: each voice-only rater counts +1 (happy), 0 (neutral), -1 (anger, "
+                  "disgust, fear, sad); 3 x the mean, shifted by "
+                  f"{-NEUTRAL_VOICE_OFFSET:+.2f} so that the intended-neutral clips of the train actors average 0 "
+                  "(raters choosing among one positive and four negative answers drift negative on an unclear "
+                  "voice), clipped to -3..3 (models.adapters.crema_d.voice_valence)"),
+        "text": ("the sentence the actor read (all twelve are neutral; Whisper transcribes them almost exactly, "
+                 "and the gold text spares 6,700 decodes); the bench scores the same clips with Whisper's text"),
+        "multimodal_label": "the same voice-perceived valence (the words are neutral, no face was rated)",
+        "unimodal_labels": "generated by ULGM across the whole mixture, as for every sample (MMSA)",
+        "train_repeat": options.voice_repeat,
     }
 
 

@@ -26,6 +26,7 @@ from core.progress import progress_bar
 from core.splits import SPLITS, Split
 from core.types import SAMPLE_RATE_HZ, Features, StreamId, Transcript, Window
 from default_model.corpus import RatedSentence, sample_per_corpus
+from default_model.cremad import VoiceSample
 from default_model.tts import TRAIN_VOICES, TTSError, Voice, synthesize, voice_for
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,13 @@ def build_pickle(
     seed: int,
     workers: int = 2,
     progress: bool = False,
+    voices: dict[Split, list[VoiceSample]] | None = None,
+    voice_repeat: int = 1,
 ) -> dict[str, dict[str, int]]:
-    """Write the MMSA pickle; returns per split and corpus how many sentences were used and spoken."""
+    """Write the MMSA pickle; returns per split and corpus how many sentences were used and spoken.
+
+    `voices`: CREMA-D samples appended to each split (train rows `voice_repeat` times; valid and test once).
+    """
     data: dict[str, object] = {}
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
@@ -179,6 +185,10 @@ def build_pickle(
         spoken = {item.sentence.key: item.features for item in items}
         pairing = pair_unspoken(sentences, spoken, seed=seed)
         data[split] = mmsa_split(sentences, spoken, pairing, extractor.spec.text_max_length, extractor)
+        if voices and voices.get(split):
+            repeat = voice_repeat if split == "train" else 1
+            data[split] = append_voices(data[split], voices[split], repeat=repeat)  # type: ignore[arg-type]
+            counts[f"{split}/cremad"] = {"clips": len(voices[split]), "rows": len(voices[split]) * repeat}
         for s in sentences:
             entry = counts.setdefault(f"{split}/{s.corpus}", {"sentences": 0, "spoken": 0})
             entry["sentences"] += 1
@@ -188,3 +198,55 @@ def build_pickle(
         pickle.dump(data, handle, protocol=pickle.HIGHEST_PROTOCOL)
     log.info("wrote %s (%.0f MB)", path, path.stat().st_size / 1e6)
     return counts
+
+
+VOICE_ID_PREFIX = "cremad"  # MMSA id of a CREMA-D clip: "cremad$_$<clip name>"
+
+
+def append_voices(split: dict[str, object], voices: Sequence[VoiceSample], *, repeat: int = 1) -> dict[str, object]:
+    """`split` (mmsa_split's schema) with the CREMA-D samples appended, each `repeat` times, re-padded.
+
+    Repeating a source is how the build weights it per epoch (ULGM keeps one label slot per row, so a
+    repeated clip simply has several slots).
+    """
+    if not voices:
+        return split
+    rows = [v for v in voices for _ in range(max(1, repeat))]
+    old_audio = np.asarray(split["audio"])
+    old_vision = np.asarray(split["vision"])
+    old_text = np.asarray(split["text_bert"])
+    n_old, n_new = old_audio.shape[0], len(rows)
+    max_a = max(old_audio.shape[1], max(v.audio.shape[0] for v in rows))
+    max_v = max(old_vision.shape[1], max(v.vision.shape[0] for v in rows))
+    audio = np.zeros((n_old + n_new, max_a, old_audio.shape[2]), dtype=np.float32)
+    vision = np.zeros((n_old + n_new, max_v, old_vision.shape[2]), dtype=np.float32)
+    text = np.zeros((n_old + n_new, *old_text.shape[1:]), dtype=np.float32)
+    audio[:n_old, : old_audio.shape[1]] = old_audio
+    vision[:n_old, : old_vision.shape[1]] = old_vision
+    text[:n_old] = old_text
+    for i, v in enumerate(rows, start=n_old):
+        audio[i, : v.audio.shape[0]] = v.audio
+        vision[i, : v.vision.shape[0]] = v.vision
+        for channel, values in enumerate((v.input_ids, v.attention_mask, v.token_type_ids)):
+            text[i, channel, : len(values)] = values
+    labels = np.concatenate([np.asarray(split["regression_labels"], np.float32),
+                             np.asarray([v.label for v in rows], np.float32)])
+    return {
+        "raw_text": [*split["raw_text"], *(v.text for v in rows)],  # type: ignore[misc]
+        "id": [*split["id"], *(f"{VOICE_ID_PREFIX}$_${v.clip.name}" for v in rows)],  # type: ignore[misc]
+        "text_bert": text,
+        "audio": audio,
+        "vision": vision,
+        "audio_lengths": [*split["audio_lengths"], *(int(v.audio.shape[0]) for v in rows)],  # type: ignore[misc]
+        "vision_lengths": [*split["vision_lengths"], *(int(v.vision.shape[0]) for v in rows)],  # type: ignore[misc]
+        "annotations": ["Positive" if y > 0 else "Negative" if y < 0 else "Neutral" for y in labels],
+        "regression_labels": labels,
+        "audio_paired_from": [*split["audio_paired_from"], *(v.clip.name for v in rows)],  # type: ignore[misc]
+    }
+
+
+def audio_statistics(audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of padded audio [N, T, D] over each row's valid frames (float64 [D] each)."""
+    valid = np.arange(audio.shape[1])[None, :] < lengths[:, None]
+    frames = audio[valid].astype(np.float64)
+    return frames.mean(axis=0), frames.std(axis=0)

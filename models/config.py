@@ -85,6 +85,11 @@ class SelfMMConfig:
     # the layers below stay as loaded. None = every layer, as MMSA. The default model uses 2 (build time on
     # 2 CPU cores, and an artefact small enough to commit).
     finetune_top_layers: int | None = None
+    # Deviation knobs for the audio branch (MMSA has neither; docs/selfmm.md §2.6): standardise each audio
+    # column with the training set's mean and std (stored in the model), and let the LSTM read one step per
+    # `audio_step_frames` input frames (their masked mean). The defaults are MMSA's plain LSTM input.
+    audio_standardize: bool = False
+    audio_step_frames: int = 1
     # trainer (commonParams)
     exclude_zero: bool = True
     early_stop: int = 8
@@ -121,7 +126,8 @@ class SelfMMConfig:
     def __post_init__(self) -> None:
         if self.dataset not in PRESETS:
             raise ModelConfigError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(PRESETS)}")
-        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop", *_SIZES):
+        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop",
+                     "audio_step_frames", *_SIZES):
             if int(getattr(self, name)) < 1:
                 raise ModelConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for field in dataclasses.fields(self):

@@ -3,6 +3,7 @@
 One deliberate deviation: the audio/video LSTMs run over the padded batch and gather the output at each
 sequence's last valid step instead of packing. For a 1-layer unidirectional LSTM that is exactly MMSA's packed
 h_n (tests/models/test_selfmm_parity.py), and it exports to ONNX with dynamic axes (docs/selfmm.md §2.3, §8).
+Two optional audio-input knobs (off by default, so MMSA's model is unchanged) are described at `AudioSteps`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,45 @@ class AuViSubNet(nn.Module):
         return self.linear_1(self.dropout(last))
 
 
+class AudioSteps(nn.Module):
+    """Optional audio input stage (docs/selfmm.md §2.6): per-column standardisation, then the masked mean of
+    every `step_frames` consecutive frames as one LSTM step.
+
+    Both depend only on a sequence's own valid frames (padding is masked out), so a window scores the same
+    alone or zero-padded in a batch. The mean and std are buffers set from the training set
+    (`set_statistics`) and travel in the state dict and the exported graph.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, dim: int, step_frames: int, standardize: bool) -> None:
+        super().__init__()
+        self.step_frames = step_frames
+        self.standardize = standardize
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.std.copy_(torch.clamp(std, min=1e-3))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x: float32 [B, T, D]; lengths: int64 [B] in 1..T
+        if self.standardize:
+            x = (x - self.mean) / self.std
+        k = self.step_frames
+        if k == 1:
+            return x, lengths
+        batch, frames, dim = x.shape
+        pad = (k - frames % k) % k
+        valid = (torch.arange(frames + pad, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # [B, T']
+        x = F.pad(x, (0, 0, 0, pad)) * valid[..., None]
+        sums = x.reshape(batch, -1, k, dim).sum(dim=2)  # [B, T'/k, D]
+        counts = valid.reshape(batch, -1, k).sum(dim=2).clamp(min=1.0)  # [B, T'/k]
+        return sums / counts[..., None], torch.div(lengths + (k - 1), k, rounding_mode="floor")
+
+
 def _check_lengths(lengths: torch.Tensor, max_len: int) -> None:
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be a 1-d tensor [B], got shape {tuple(lengths.shape)}")
@@ -126,6 +166,10 @@ class SelfMM(nn.Module):
             raise ModelConfigError(
                 f"text_out={c.text_out} but the encoder in {c.text_encoder_dir} has hidden size {hidden}"
             )
+        self.audio_steps = (
+            AudioSteps(c.audio_dim, c.audio_step_frames, c.audio_standardize)
+            if c.audio_standardize or c.audio_step_frames > 1 else None
+        )
         self.audio_model = AuViSubNet(c.audio_dim, c.a_lstm_hidden_size, c.audio_out, c.a_lstm_dropout)
         self.video_model = AuViSubNet(c.vision_dim, c.v_lstm_hidden_size, c.video_out, c.v_lstm_dropout)
 
@@ -171,6 +215,8 @@ class SelfMM(nn.Module):
         vision_lengths: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Everything after the text encoder (the exported graph computes [CLS] its own way)."""
+        if self.audio_steps is not None:
+            audio, audio_lengths = self.audio_steps(audio, audio_lengths)
         audio_h = self.audio_model(audio, audio_lengths)
         video_h = self.video_model(vision, vision_lengths)
 

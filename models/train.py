@@ -185,19 +185,24 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, model: SelfMM, dataset: Dataset[Any], desc: str = "predict") -> dict[str, Any]:
-        """M predictions, labels, ids and MMSA's eval Loss (mean of per-batch L1 means) over `dataset`."""
+        """M predictions, labels, ids and MMSA's eval Loss (mean of per-batch L1 means) over `dataset`, and
+        the unimodal heads' outputs (`pred_T`, `pred_A`, `pred_V`)."""
         model.to(self.device).eval()
         loader = self._loader(dataset)
-        preds, labels, ids, loss_sum = [], [], [], 0.0
+        preds: dict[str, list[torch.Tensor]] = {head: [] for head in "MTAV"}
+        labels, ids, loss_sum = [], [], 0.0
         for batch in self._bar(loader, desc):
-            output = model(**model_inputs(batch, self.device, trim=self.options.trim_padding))["M"].view(-1)
+            outputs = model(**model_inputs(batch, self.device, trim=self.options.trim_padding))
+            output = outputs["M"].view(-1)
             label = batch["label"].view(-1).to(self.device)
             loss_sum += torch.mean(torch.abs(output - label)).item()
-            preds.append(output.cpu())
+            for head, values in preds.items():
+                values.append(outputs[head].view(-1).cpu())
             labels.append(label.cpu())
             ids.extend(batch["id"])
-        return {"pred": torch.cat(preds).numpy(), "true": torch.cat(labels).numpy(), "ids": ids,
-                "loss": loss_sum / max(len(loader), 1)}
+        return {"pred": torch.cat(preds["M"]).numpy(), "true": torch.cat(labels).numpy(), "ids": ids,
+                "loss": loss_sum / max(len(loader), 1),
+                **{f"pred_{head}": torch.cat(preds[head]).numpy() for head in "TAV"}}
 
     def evaluate(self, model: SelfMM, dataset: Dataset[Any], desc: str = "evaluate") -> dict[str, float]:
         """Task metrics of M plus `Loss` rounded to 4 decimals (MMSA's do_test)."""

@@ -29,6 +29,8 @@ class SlowRecognizer:
 
 
 class TinyExtractor:
+    uses_vision = False
+
     def _features(self, transcript: Transcript, rows: int) -> Features:
         ids = np.array([101, 102], dtype=np.int64)
         return Features(transcript, ids, np.ones(2, np.int64), np.zeros(2, np.int64),

@@ -12,6 +12,7 @@ from agent.settings import WindowSettings
 from agent.vad import SILERO_FRAME_SAMPLES, SileroVad, VoiceActivityDetector
 from agent.windows import Windower
 from core.media import decode_file
+from core.mediatime import sample_frames
 from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame, Window
 
 STREAM = StreamId("call-1", "patient-1", "patient")
@@ -379,3 +380,44 @@ def test_grid_concat_gives_one_window_per_sentence(shared_data: Path) -> None:
     assert len(windows) == 11
     for k, w in enumerate(windows):  # clip k covers [3k, 3k+3) s
         assert 3 * k <= w.start_s and w.end_s <= 3 * k + 3
+
+
+@pytest.mark.integration
+def test_joined_live_chunks_give_the_same_windows_with_silero(shared_data: Path) -> None:
+    """Live ingest hands audio that is already waiting on as one chunk (agent/sessions.py, up to 0.5 s): the
+    windows, their audio and their frames are those of the same stream in 20 ms chunks."""
+    items = list(sample_frames(decode_file(shared_data / "av/derived/crema_d_1001_DFA_6emotions.mp4"), 10.0))
+    audio = np.concatenate([i.samples for i in items if isinstance(i, AudioChunk)])
+    origin = next(i.start_s for i in items if isinstance(i, AudioChunk))
+    frames = [i for i in items if isinstance(i, VideoFrame)]
+    small = chunks(audio, 320, start_s=origin)
+
+    def interleave(audio_chunks: list[AudioChunk]) -> list[AudioChunk | VideoFrame]:
+        out: list[AudioChunk | VideoFrame] = []
+        pending = list(frames)
+        for chunk in audio_chunks:  # a frame goes before the chunk that passes its time, as live
+            while pending and pending[0].time_s <= chunk.end_s:
+                out.append(pending.pop(0))
+            out.append(chunk)
+        return [*out, *pending]
+
+    frame_times = [f.time_s for f in frames]
+    joined: list[AudioChunk] = []
+    run_: list[AudioChunk] = []
+    for chunk in small:  # join runs of chunks that no frame falls between, up to 0.5 s
+        if run_ and (
+            any(run_[-1].end_s < t <= chunk.end_s for t in frame_times) or sum(len(c.samples) for c in run_) >= 8000
+        ):
+            joined.append(AudioChunk(run_[0].start_s, np.concatenate([c.samples for c in run_])))
+            run_ = []
+        run_.append(chunk)
+    joined.append(AudioChunk(run_[0].start_s, np.concatenate([c.samples for c in run_])))
+    assert len(joined) < len(small) / 3
+
+    def key(windows: list[Window]) -> list[tuple[float, float, str, list[float]]]:
+        return [(w.start_s, w.end_s, w.closed_by, [f.time_s for f in w.frames]) for w in windows]
+
+    reference = run(Windower(STREAM, WindowSettings(), SileroVad()), interleave(small))
+    got = run(Windower(STREAM, WindowSettings(), SileroVad()), interleave(joined))
+    assert len(reference) >= 4 and key(got) == key(reference)
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(got, reference, strict=True))

@@ -61,7 +61,7 @@ def build(
     transcriber = None
     recognizer = None
     if whisper:
-        recognizer = SpeechRecognizer(settings.speech)
+        recognizer = SpeechRecognizer(settings.speech, words_needed=False)  # the dataset keeps only the text
         transcriber = recognizer.transcribe
     try:
         summary = build_dataset(
@@ -86,9 +86,14 @@ def crema_d(
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the by-actor split")] = 0,
 ) -> None:
-    """Labels CSV from CREMA-D perceived votes (valence of audio-visual, voice and face votes)."""
+    """Labels CSV from CREMA-D perceived votes: from the dataset's summaryTable.csv (audio-visual, voice and
+    face valence), or from a clips.csv folder like ../shared/data/cremad (voice valence, its fixed splits)."""
     build_settings()
-    count = crema_d_adapter.write_labels(media, out, summary_csv=summary, seed=seed)
+    clips = media / "clips.csv"
+    if summary is None and clips.is_file():
+        count = crema_d_adapter.write_clip_labels(clips, out)
+    else:
+        count = crema_d_adapter.write_labels(media, out, summary_csv=summary, seed=seed)
     typer.echo(f"wrote {out} ({count} clips)")
 
 

@@ -12,6 +12,9 @@ Columns: ``label`` = MultiModal (audio-visual) vote, ``label_A`` = Voice vote, `
 ``label_T`` = 0: all twelve CREMA-D sentences are neutral text. ``text`` is the sentence the code names.
 
 Splits are by actor (no speaker in two splits), seeded; with fewer than 3 actors, by clip.
+
+The shared corpus folder (``clips.csv`` + Opus audio, fixed actor splits, raw vote counts per rating
+condition) is read by ``read_clips``; its label is ``voice_valence`` (see there).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import csv
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.splits import SPLITS, Split
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,12 @@ SENTENCES = {
 VALENCE = {"H": 1.0, "N": 0.0, "A": -1.0, "D": -1.0, "F": -1.0, "S": -1.0}
 LABEL_SCALE = 3.0
 MEDIA_SUFFIXES = (".flv", ".mp4", ".avi", ".wav", ".mp3")  # video first: faces need frames
+EMOTION_CODES = ("A", "D", "F", "H", "N", "S")  # the crowd's six answers, as in the vote columns
+EMOTIONS = ("anger", "disgust", "fear", "happy", "neutral", "sad")  # intended_emotion, same order
+# Mean raw voice valence of the intended-neutral clips of the train actors (3 * (H - A - D - F - S) / n):
+# the offset that makes a neutral voice 0 (see voice_valence). Fixed here so labels do not move with a
+# subset; tests/dataset/test_crema_d.py recomputes it from clips.csv.
+NEUTRAL_VOICE_OFFSET = -0.6
 LABEL_COLUMNS = ("file", "start_s", "end_s", "label", "label_T", "label_A", "label_V", "text", "split")
 
 
@@ -121,3 +132,77 @@ def write_labels(media_dir: Path, out_csv: Path, *, summary_csv: Path | None = N
             text = SENTENCES[name.split("_")[1]]
             writer.writerow((relative, 0.0, "", av_label, 0.0, voice, face, text, splits[name]))
     return len(names)
+
+
+@dataclass(frozen=True, slots=True)
+class CremaClip:
+    """One row of the shared corpus's ``clips.csv``: an actor's sentence in one emotion, and its votes."""
+
+    file: str  # relative to the corpus folder (audio/1001_DFA_ANG_XX.opus)
+    actor: str
+    split: Split
+    sentence: str
+    emotion: str  # intended: anger, disgust, fear, happy, neutral, sad
+    level: str  # intended intensity: low, medium, high, unspecified
+    voice_votes: dict[str, int]  # A, D, F, H, N, S -> raters who heard that from the voice alone
+    voice_n: int
+
+    @property
+    def name(self) -> str:
+        return Path(self.file).stem
+
+
+def raw_voice_valence(votes: dict[str, int], n: int) -> float:
+    """3 x (happy - anger - disgust - fear - sad) / raters: the mean rater's valence on -3..3."""
+    negative = votes["A"] + votes["D"] + votes["F"] + votes["S"]
+    return LABEL_SCALE * (votes["H"] - negative) / n
+
+
+def voice_valence(clip: CremaClip) -> float:
+    """The valence listeners heard in the voice alone, on the -3..3 scale (the label of a clip).
+
+    Each rater counts +1 (happy), 0 (neutral) or -1 (anger, disgust, fear, sad); the mean times 3 is shifted
+    by NEUTRAL_VOICE_OFFSET and clipped to -3..3. Raters choose among one positive and four negative answers,
+    so an unclear voice drifts negative: the intended-neutral clips average -0.6 unshifted. Centring them on
+    0 keeps 0 meaning "neutral" as on the rated-sentence scale the model also learns from.
+    """
+    value = raw_voice_valence(clip.voice_votes, clip.voice_n) - NEUTRAL_VOICE_OFFSET
+    return round(min(LABEL_SCALE, max(-LABEL_SCALE, value)), 4)
+
+
+def read_clips(clips_csv: Path) -> list[CremaClip]:
+    """Every clip with at least one voice-only rating, in file order; a malformed row is a ConfigError."""
+    if not clips_csv.is_file():
+        raise ConfigError(f"CREMA-D clips table not found: {clips_csv}")
+    clips: list[CremaClip] = []
+    with open(clips_csv, newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                votes = {code: int(row[f"voice_{code}"]) for code in EMOTION_CODES}
+                n = int(row["voice_n"])
+                split = row["split"]
+                if split not in SPLITS or row["intended_emotion"] not in EMOTIONS:
+                    raise ValueError(f"split {split!r} / emotion {row['intended_emotion']!r}")
+                if n <= 0 or sum(votes.values()) > n:
+                    raise ValueError(f"{sum(votes.values())} voice votes for {n} ratings")
+            except (KeyError, ValueError) as exc:
+                raise ConfigError(f"{clips_csv}:{line}: {exc}") from exc
+            clips.append(CremaClip(row["file"], row["actor"], split, row["sentence"], row["intended_emotion"],
+                                   row["intended_level"], votes, n))
+    if not clips:
+        raise ConfigError(f"{clips_csv}: no clips")
+    return clips
+
+
+def write_clip_labels(clips_csv: Path, out_csv: Path) -> int:
+    """The labels CSV of a ``clips.csv`` corpus folder: its fixed actor splits, ``voice_valence`` as the label
+    (and as ``label_A``), the read sentence as text; files relative to the folder. Returns the row count."""
+    clips = read_clips(clips_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LABEL_COLUMNS)
+        for clip in clips:
+            label = voice_valence(clip)
+            writer.writerow((clip.file, 0.0, "", label, "", label, "", clip.sentence, clip.split))
+    return len(clips)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 
 import aioice.ice
+import av
+import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 from whip_testing import SPEECH_CLIP, TOKEN, ServerFactory, stream_url
 
+from agent import sessions
 from agent.loopback import configure_loopback, current_mode, host_addresses
-from agent.sessions import IngestSession
+from agent.sessions import IngestSession, SessionLimits
 from agent.settings import IngestSettings, Settings
 from agent.stream_client import StreamError, stream_file
 from agent.whip import WhipServer
 from core.errors import ConfigError
+from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame
 
 
 async def _nothing(session: IngestSession) -> None:
@@ -99,3 +104,52 @@ async def test_stream_client_reports_refusals(whip_server: ServerFactory) -> Non
     assert refused.value.status == 403 and not refused.value.retryable
     with pytest.raises(StreamError, match="cannot reach"):
         await stream_file(SPEECH_CLIP, "http://127.0.0.1:9/whip?call_id=c&participant_id=p", TOKEN)
+
+
+async def test_session_hands_waiting_audio_on_as_one_chunk_in_media_time_order() -> None:
+    """Audio chunks already waiting in the merger leave joined (one pass through the windower and the VAD
+    instead of one per 20 ms), never across a video frame, a gap in media time or COALESCE_MAX_S."""
+    session = IngestSession("s1", StreamId("c", "p"), RTCPeerConnection(), SessionLimits(), has_video=True)
+    merger = session._merger
+    chunk = 320  # 20 ms
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(100 * chunk).astype(np.float32)  # 2 s in 20 ms chunks
+    for i in range(0, 50 * chunk, chunk):  # 1 s, with frames at 0.1 s and 0.5 s
+        merger.push_audio(AudioChunk(i / SAMPLE_RATE_HZ, audio[i : i + chunk]))
+    merger.push_video(0.1, av.VideoFrame(4, 2, "rgb24"))
+    merger.push_video(0.5, av.VideoFrame(4, 2, "rgb24"))
+    for i in range(60 * chunk, 100 * chunk, chunk):  # 0.2 s missing, then 0.8 s more
+        merger.push_audio(AudioChunk(i / SAMPLE_RATE_HZ, audio[i : i + chunk]))
+    merger.end_audio()
+    merger.end_video()
+
+    items = [item async for item in session.media()]
+    spans = [
+        (round(i.start_s, 3), round(i.end_s, 3)) if isinstance(i, AudioChunk) else i.time_s for i in items
+    ]
+    # frames count at their time, audio at its end: a frame goes before the chunk that passes it
+    assert spans == [(0.0, 0.1), 0.1, (0.1, 0.5), 0.5, (0.5, 1.0), (1.2, 1.7), (1.7, 2.0)]
+    joined = np.concatenate([i.samples for i in items if isinstance(i, AudioChunk)])
+    assert np.array_equal(joined, np.concatenate([audio[: 50 * chunk], audio[60 * chunk :]]))
+    assert all(i.rgb.shape == (2, 4, 3) for i in items if isinstance(i, VideoFrame))
+    assert sessions.COALESCE_MAX_S == 0.5
+    await session.close("delete")
+
+
+@pytest.mark.parametrize(("video", "uses_vision", "received"),
+                         [("auto", False, False), ("auto", True, True), ("always", False, True)])
+def test_the_agent_takes_video_only_when_a_model_looks_at_faces(video: str, uses_vision: bool,
+                                                               received: bool) -> None:
+    """ingest.video: auto answers video "inactive" unless a loaded model's features use the frames."""
+    from types import SimpleNamespace
+
+    from agent.server import AgentServer
+    from agent.settings import Settings
+
+    class Pipeline(SimpleNamespace):
+        def with_sinks(self, **_: object) -> Pipeline:
+            return self
+
+    server = AgentServer(Settings.model_validate({"ingest": {"video": video, "tokens": ["t" * 32]}}))
+    server.attach(SimpleNamespace(pipeline=Pipeline(extractor=SimpleNamespace(uses_vision=uses_vision))))  # type: ignore[arg-type]
+    assert server.whip.receive_video is received

@@ -132,7 +132,7 @@ async def _garbage_client(base: str, path: Path) -> None:
     async with aiohttp.ClientSession() as http:
         location = None
         try:
-            stream_client._add_tracks(pc, tracks, None)
+            stream_client._add_tracks(pc, tracks, {})
             await pc.setLocalDescription(await pc.createOffer())
             assert pc.localDescription is not None
             url = whip_url(base, CALL_GARBAGE)

@@ -68,6 +68,13 @@ async def _post_offer(url: str) -> int:
         return response.status
 
 
+async def _post_offer_or_refused(url: str) -> int | None:
+    try:
+        return await _post_offer(url)
+    except aiohttp.ClientConnectionError:
+        return None
+
+
 async def _until_status(url: str, want: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -179,8 +186,10 @@ async def test_sigterm_flushes_the_window_in_progress(kafka_broker: Any, live_bu
         client = asyncio.create_task(stream_file(CREMA, whip_url(base, "sigterm"), TOKEN))
         await asyncio.sleep(SIGTERM_AFTER_S)
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        assert await _post_offer(whip_url(base, "late")) == 503  # stopped accepting, still flushing
+        await asyncio.sleep(0.05)
+        # stopped accepting: 503 while it flushes, or the listener already closed (the last window of a short
+        # stream can be flushed within a few hundred ms now that Whisper is fast)
+        assert await _post_offer_or_refused(whip_url(base, "late")) in (503, None)
         with contextlib.suppress(StreamError):
             await client  # the server ended the call (the client may notice only when its file ends)
         output, _ = await asyncio.wait_for(process.communicate(), 60.0)

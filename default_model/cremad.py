@@ -1,0 +1,125 @@
+"""The CREMA-D voices of the default model: real actors, the valence listeners heard in the voice alone.
+
+Each clip of the shared corpus (`clips.csv`, Opus at WebRTC's bitrate, fixed actor splits) becomes one sample
+through the agent's own path: the file decoder and 16 kHz resampler (`models.dataset_builder.segment_window`)
+and `FeatureExtractor.extract`. The text is the sentence the actor read, from `clips.csv`: all twelve are
+neutral, Whisper transcribes them almost exactly, and using the gold sentence spares 6,700 Whisper decodes in
+the build (the bench scores the same clips with Whisper's transcripts through the replay path). The label is
+`models.adapters.crema_d.voice_valence`. Vision is the "no face" row: only the audio could be obtained.
+
+Features are cached per clip under the build's cache folder, keyed by the feature spec, so a rebuild that
+changes only training does not decode 6,700 files again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ConfigError, MediaError
+from core.features import FeatureExtractor
+from core.labels import LabelRow
+from core.progress import progress_bar
+from models.adapters.crema_d import CremaClip, read_clips, voice_valence
+from models.dataset_builder import label_transcript, segment_window
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CREMAD_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cremad"
+CLIPS_FILE = "clips.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSample:
+    """One clip's model inputs and label."""
+
+    clip: CremaClip
+    label: float
+    text: str
+    input_ids: np.ndarray  # int64 [n]
+    attention_mask: np.ndarray  # int64 [n]
+    token_type_ids: np.ndarray  # int64 [n]
+    audio: np.ndarray  # float32 [Ta, 29]
+    vision: np.ndarray  # float32 [1, 26]: the "no face" row
+
+
+def load_clips(cremad_dir: Path, *, per_split: int | None = None, seed: int = 0) -> list[CremaClip]:
+    """The corpus's clips; `per_split` keeps a seeded sample of that many per split (smoke builds, tests)."""
+    clips = read_clips(Path(cremad_dir) / CLIPS_FILE)
+    if per_split is None:
+        return clips
+    rng = np.random.default_rng(seed)
+    kept: list[CremaClip] = []
+    for split in ("train", "valid", "test"):
+        part = [c for c in clips if c.split == split]
+        order = sorted(rng.permutation(len(part))[: min(per_split, len(part))])
+        kept.extend(part[i] for i in order)
+    return kept
+
+
+def _row(clip: CremaClip) -> LabelRow:
+    return LabelRow(line=0, file=clip.file, start_s=0.0, end_s=float("inf"), label=voice_valence(clip),
+                    clip_id=clip.name, text=clip.sentence, split=clip.split)
+
+
+def clip_audio_features(clip: CremaClip, cremad_dir: Path, extractor: FeatureExtractor) -> np.ndarray:
+    """The clip's acoustic descriptors, exactly as the agent computes them on a window of that audio."""
+    window = segment_window(Path(cremad_dir) / clip.file, _row(clip), extractor.spec.vision_fps)
+    return extractor.extract(label_transcript(window, "")).audio
+
+
+def _cache_dir(cache_root: Path, extractor: FeatureExtractor) -> Path:
+    spec = extractor.spec.to_dict()
+    key = hashlib.sha256(json.dumps({k: spec[k] for k in sorted(spec) if k.startswith("audio")},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_root) / f"audio-{key}"
+
+
+def voice_samples(
+    clips: Sequence[CremaClip],
+    cremad_dir: Path,
+    extractor: FeatureExtractor,
+    cache_root: Path,
+    *,
+    workers: int = 2,
+    progress: bool = False,
+) -> list[VoiceSample]:
+    """Model inputs of every clip, in order (audio features cached per clip); a bad file stops the build."""
+    cremad_dir = Path(cremad_dir)
+    if not (cremad_dir / CLIPS_FILE).is_file():
+        raise ConfigError(f"CREMA-D corpus not found: {cremad_dir / CLIPS_FILE}")
+    cache = _cache_dir(cache_root, extractor)
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def audio_of(clip: CremaClip) -> np.ndarray:
+        cached = cache / f"{clip.name}.npy"
+        if cached.is_file():
+            return np.load(cached)
+        audio = clip_audio_features(clip, cremad_dir, extractor)
+        partial = cached.with_suffix(".partial.npy")
+        np.save(partial, audio)
+        partial.replace(cached)
+        return audio
+
+    started = time.perf_counter()
+    samples: list[VoiceSample] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        audios = pool.map(audio_of, clips)
+        for clip, audio in zip(clips, progress_bar(audios, desc="CREMA-D voices: features", total=len(clips),
+                                                   unit="clip", enabled=progress), strict=True):
+            ids, mask, types = extractor.tokenize(clip.sentence)
+            samples.append(VoiceSample(clip, voice_valence(clip), clip.sentence, ids, mask, types, audio,
+                                       extractor.vision_features(())))
+    log.info("CREMA-D: %d clips' features in %.0f s", len(samples), time.perf_counter() - started)
+    return samples
+
+
+__all__ = ["DEFAULT_CREMAD_DIR", "MediaError", "VoiceSample", "load_clips", "voice_samples"]

@@ -1,0 +1,60 @@
+"""The voices candidate's audio head hears valence in real voices: r(A) on a fixed CREMA-D test subset.
+
+The subset (FLOOR_CLIPS test clips, seeded) goes through the same replay path as the bench
+(bench/cremad_replay.py). A depends on the audio alone, so Whisper's words (which may differ between CPUs)
+do not move it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cremad_metrics import clip_score, pearson_or_zero
+from bench.cremad_replay import replay_clips, replay_settings
+from core.card import ModelCard
+from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
+from models.adapters.crema_d import voice_valence
+
+FLOOR_CLIPS = 40
+FLOOR_SEED = 0
+# Model 3.0.0 gives r(A) = 0.40 on this subset (0.48 on all 731 test clips); 2.0.0's audio head was constant
+# (r = 0). The floor leaves room for another CPU's float rounding and nothing like a head that stopped listening.
+FLOOR = 0.25
+ABLATION_DROP = 0.2  # with one silent audio input for every clip, A is one number: its r falls to 0
+
+
+async def audio_head_r(bundle_dir: Path, cremad_dir: Path = DEFAULT_CREMAD_DIR) -> tuple[float, float, int]:
+    """(r(A), r(A) with the audio ablated, clips scored) on the fixed test subset."""
+    clips = [c for c in load_clips(cremad_dir, per_split=FLOOR_CLIPS, seed=FLOOR_SEED) if c.split == "test"]
+    replayed = await replay_clips(clips, cremad_dir, replay_settings(bundle_dir, "fp32"))
+    scored = [(c, s) for c in clips if (s := clip_score(replayed.windows[c.name])) is not None]
+    truth = np.array([voice_valence(c) for c, _ in scored])
+    r_a = pearson_or_zero(np.array([s.a for _, s in scored]), truth)
+    r_a_ablated = pearson_or_zero(np.array([s.a_ablated for _, s in scored]), truth)
+    return r_a, r_a_ablated, len(scored)
+
+
+@pytest.mark.integration
+async def test_audio_head_correlation_stays_above_the_floor(voices_bundle_dir: Path) -> None:
+    r_a, r_a_ablated, scored = await audio_head_r(voices_bundle_dir)
+    assert scored >= FLOOR_CLIPS - 2  # a clip without a window would mean the VAD or decoder broke
+    assert math.isfinite(r_a) and math.isfinite(r_a_ablated)
+    assert r_a >= FLOOR, f"r(A) {r_a:.3f} (ablated {r_a_ablated:.3f}) on {scored} clips is below {FLOOR}"
+    assert r_a_ablated <= r_a - ABLATION_DROP, f"ablating the audio left r(A) at {r_a_ablated:.3f} (was {r_a:.3f})"
+
+
+def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_bundle_dir: Path) -> None:
+    card = ModelCard.read(voices_bundle_dir)
+    training = card.training
+    assert card.model_version == "3.0.0" and card.informed_modalities == ("text", "audio")
+    assert "CREMA-D" in training["audio"] and "espeak-ng" in training["audio"]
+    assert "voice-perceived valence" in training["voices"]["label"]
+    assert "standardises" in training["deviation"]  # the audio input stage is stated as a deviation
+    assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
+    evaluations = training["evaluations"]
+    assert "neutral" in evaluations["not_the_default_because"]
+    assert evaluations["cremad_test_actors_replay"]["pearson_m_audio_ablated"] < 0.2

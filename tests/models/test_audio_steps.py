@@ -1,0 +1,57 @@
+"""The optional audio input stage (docs/selfmm.md §2.6): off = MMSA's model; on = padding-blind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.config import SelfMMConfig
+from models.selfmm import AudioSteps, SelfMM
+
+
+def _config(encoder: Path, **overrides: object) -> SelfMMConfig:
+    return SelfMMConfig.preset("mosi", text_encoder_dir=encoder, audio_dim=5, vision_dim=3, **overrides)
+
+
+def test_off_by_default_so_mmsa_parameter_names_are_unchanged(tiny_bert_dir: Path) -> None:
+    model = SelfMM(_config(tiny_bert_dir))
+    assert model.audio_steps is None
+    assert not any(name.startswith("audio_steps") for name in model.state_dict())
+
+
+def test_steps_are_masked_means_of_each_sequences_own_frames() -> None:
+    steps = AudioSteps(2, step_frames=4, standardize=False)
+    x = torch.arange(20, dtype=torch.float32).reshape(1, 10, 2)
+    out, lengths = steps(x, torch.tensor([10]))
+    assert lengths.tolist() == [3]
+    assert torch.allclose(out[0, 0], x[0, :4].mean(0)) and torch.allclose(out[0, 2], x[0, 8:10].mean(0))
+
+
+def test_statistics_standardise_and_a_zero_std_is_floored() -> None:
+    steps = AudioSteps(2, step_frames=1, standardize=True)
+    steps.set_statistics(torch.tensor([1.0, -2.0]), torch.tensor([2.0, 0.0]))
+    out, _ = steps(torch.tensor([[[3.0, -2.0]]]), torch.tensor([1]))
+    assert out[0, 0].tolist() == pytest.approx([1.0, 0.0])
+    assert steps.std.tolist() == pytest.approx([2.0, 1e-3])
+
+
+def test_a_window_scores_the_same_alone_and_padded_in_a_batch(tiny_bert_dir: Path) -> None:
+    torch.manual_seed(0)
+    model = SelfMM(_config(tiny_bert_dir, audio_standardize=True, audio_step_frames=8)).eval()
+    assert model.audio_steps is not None
+    model.audio_steps.set_statistics(torch.randn(5), torch.rand(5) + 0.5)
+    lengths = torch.tensor([13, 40, 1])
+    audio = torch.randn(3, 40, 5) * (torch.arange(40)[None, :, None] < lengths[:, None, None])
+    vision, vision_lengths = torch.zeros(3, 1, 3), torch.ones(3, dtype=torch.long)
+    ids = torch.tensor([[101, 7, 102]] * 3)
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    with torch.no_grad():
+        batched = model(ids, mask, types, audio, lengths, vision, vision_lengths)
+        for i in range(3):
+            n = int(lengths[i])
+            alone = model(ids[i:i + 1], mask[i:i + 1], types[i:i + 1], audio[i:i + 1, :n], lengths[i:i + 1],
+                          vision[i:i + 1], vision_lengths[i:i + 1])
+            for head in "MA":
+                assert torch.allclose(alone[head], batched[head][i:i + 1], atol=1e-5), (head, i)
