@@ -314,9 +314,8 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the served streams that the live benches share."""
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
     parser.add_argument("--beam-size", type=int, default=5, help="Whisper beam (speech.beam_size; default 5)")
     parser.add_argument("--vision", action="store_true", help="a model that takes faces (FaceMesh runs)")
@@ -324,6 +323,12 @@ def main() -> None:
         "--receive-video", action="store_true",
         help="take video even if no model looks at faces (ingest.video: always)"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
+    add_server_options(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # internal: the client process
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -42,7 +42,7 @@ from typing import Any
 from bench._cpu import cpu_info
 from bench._stages import STAGES, native_stage, parse_perf_script, parse_pyspy_raw
 from bench._threadcpu import ThreadCpu, ThreadCpuSampler
-from bench.live import DEFAULT_FILE, cpu_s, find_bundles, live_server, measure
+from bench.live import add_server_options, cpu_s, find_bundles, live_server, measure
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "profile_server.json"  # profile_server_vision.json with --vision
@@ -210,13 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rate", type=int, default=50, help="samples per second per thread (py-spy, perf)")
-    parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
-    parser.add_argument("--beam-size", type=int, default=5, help="Whisper beam (speech.beam_size; default 5)")
-    parser.add_argument("--vision", action="store_true", help="a model that takes faces (FaceMesh runs)")
-    parser.add_argument(
-        "--receive-video", action="store_true",
-        help="take video even if no model looks at faces (ingest.video: always)"
-    )
+    add_server_options(parser)
     parser.add_argument("--no-perf", action="store_true", help="do not sample native threads with perf")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-raw", type=Path, help="directory for the raw py-spy stacks and perf samples")

@@ -68,19 +68,22 @@ def test_splits_keep_each_actor_in_one_split() -> None:
 
 @pytest.fixture(scope="module")
 def crema_pickle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tiny_encoder: Path) -> Path:
-    out = tmp_path_factory.mktemp("crema")
-    runner = CliRunner()
     media = shared_data / "av/crema_d"
-    result = runner.invoke(
-        app, ["dataset", "crema-d", "--media", str(media), "--out", str(out / "labels.csv")]
-    )
-    assert result.exit_code == 0, result.output
+    return labelled_pickle(media, media, tiny_encoder, tmp_path_factory.mktemp("crema") / "crema.pkl")
+
+
+def labelled_pickle(media: Path, recordings: Path, encoder: Path, out: Path) -> Path:
+    """`dataset crema-d` on `media` (labels.csv beside `out`), then `dataset build` of `recordings` into `out`."""
+    runner = CliRunner()
+    labels = out.parent / "labels.csv"
+    result = runner.invoke(app, ["dataset", "crema-d", "--media", str(media), "--out", str(labels)])
+    assert result.exit_code == 0 and " clips)" in result.output, result.output
     result = runner.invoke(app, [
-        "dataset", "build", "--recordings", str(media), "--labels", str(out / "labels.csv"),
-        "--text-encoder", str(tiny_encoder), "--out", str(out / "crema.pkl"),
+        "dataset", "build", "--recordings", str(recordings), "--labels", str(labels),
+        "--text-encoder", str(encoder), "--out", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    return out / "crema.pkl"
+    return out
 
 
 def test_crema_d_pickle_has_the_mmsa_schema(crema_pickle: Path) -> None:
@@ -195,15 +198,7 @@ def voices_pickle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, t
     subset = out / "corpus"
     subset.mkdir()
     (subset / "clips.csv").write_text("\n".join(keep) + "\n", encoding="utf-8")
-    runner = CliRunner()
-    result = runner.invoke(app, ["dataset", "crema-d", "--media", str(subset), "--out", str(out / "labels.csv")])
-    assert result.exit_code == 0 and "6 clips" in result.output, result.output
-    result = runner.invoke(app, [
-        "dataset", "build", "--recordings", str(corpus), "--labels", str(out / "labels.csv"),
-        "--text-encoder", str(tiny_encoder), "--out", str(out / "voices.pkl"),
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return out / "voices.pkl"
+    return labelled_pickle(subset, corpus, tiny_encoder, out / "voices.pkl")
 
 
 def test_voices_build_a_dataset_labelled_by_the_voice_and_train_one_epoch(
