@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ConfigError, MediaError
+from core.errors import ConfigError
 from core.features import FeatureExtractor
 from core.labels import LabelRow
 from core.progress import progress_bar
@@ -121,5 +121,3 @@ def voice_samples(
     log.info("CREMA-D: %d clips' features in %.0f s", len(samples), time.perf_counter() - started)
     return samples
 
-
-__all__ = ["DEFAULT_CREMAD_DIR", "MediaError", "VoiceSample", "load_clips", "voice_samples"]
