@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from agent import metrics
-from core.card import DEFAULT_BUNDLE_DIR, INPUT_NAMES, GraphFile, ModelCard, sha256_file
+from core.card import DEFAULT_BUNDLE_DIR, INPUT_NAMES, GraphFile, ModelCard, pad_to_min_lengths, sha256_file
 from core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class ModelBundle:
         self.graph_name = graph_name  # "fp32", "fp16" or "int8"
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
+        self.input_names: tuple[str, ...] = tuple(i.name for i in session.get_inputs())
         self._audio_dim = int(card.input_info("audio").shape[-1])
         self._vision_dim = int(card.input_info("vision").shape[-1])
         self._neutral = {name: entry.as_array() for name, entry in card.uninformed_inputs.items()}
@@ -126,14 +127,23 @@ class ModelBundle:
         return bundle
 
     def _check_io(self) -> None:
-        names = {i.name for i in self.session.get_inputs()}
-        missing = [n for n in INPUT_NAMES if n not in names]
-        if missing:
-            raise ModelError(f"{self.path}: graph lacks inputs {', '.join(missing)}")
+        """The graph takes only inputs of GRAPH_INPUTS (a model may leave some unread: MulT's lengths) and has
+        each task's multimodal output. Unimodal outputs are optional: a model without those heads (LMF, TFN,
+        MulT) has none, and its windows carry t/a/v as null."""
+        unknown = [n for n in self.input_names if n not in INPUT_NAMES]
+        if unknown:
+            raise ModelError(f"{self.path}: graph takes inputs the agent does not compute: {', '.join(unknown)}")
         for task in self.card.tasks:
-            for output in (task.output, *task.unimodal_outputs.values()):
-                if output not in self.output_names:
-                    raise ModelError(f"{self.path}: task {task.name} reads output {output!r}, not in graph")
+            if task.output not in self.output_names:
+                raise ModelError(f"{self.path}: task {task.name} reads output {task.output!r}, not in graph")
+            absent = [head for head, output in task.unimodal_outputs.items() if output not in self.output_names]
+            if absent:
+                log.info(
+                    "%s: the graph has no %s output for task %s: published as null",
+                    self.path,
+                    "/".join(absent),
+                    task.name,
+                )
 
     def prepare(self, features: Any) -> ModelInputs:
         """Check one window's features against the card; substitute the neutral input where it says so."""
@@ -167,8 +177,10 @@ class ModelBundle:
         return ModelInputs(ids, mask, types, audio, vision)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One blocking ONNX Runtime call; outputs by name, each float32 [B]."""
-        values = self.session.run(list(self.output_names), feeds)
+        """One blocking ONNX Runtime call (inputs padded up to the card's `min_lengths`); outputs by name, each
+        float32 [B]."""
+        padded = pad_to_min_lengths(feeds, self.card.min_lengths)
+        values = self.session.run(list(self.output_names), {name: padded[name] for name in self.input_names})
         return {
             name: np.asarray(v, dtype=np.float32).reshape(-1) for name, v in zip(self.output_names, values, strict=True)
         }

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agent.file_source import call_id_candidates
+from agent.messages import V1_SESSION
 from core.errors import ConfigError
 from core.labels import LabelRow
 from core.task_metrics import task_metrics
@@ -48,6 +49,7 @@ class WindowScore:
     label_min: float
     label_max: float
     latencies_ms: dict[str, float]
+    session: str = V1_SESSION  # the ingest session (schema v2); a reconnect is a new session
 
     @property
     def duration_s(self) -> float:
@@ -62,12 +64,12 @@ class SegmentResult:
 
 
 def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None = None) -> list[WindowScore]:
-    """Scored windows of affect.scores messages (one task), deduplicated by (stream key, seq), in order.
+    """Scored windows of affect.scores messages (one task), deduplicated by (stream key, session, seq), in order.
 
     The messages follow the schema (the readers check it); values no schema states are checked here: a
     window ends after it starts, the scale is a range, and every number is finite (JSON read by Python
     may hold NaN). ConfigError names the window."""
-    found: dict[tuple[str, int], WindowScore] = {}
+    found: dict[tuple[str, str, int], WindowScore] = {}
     for message in messages:
         if message.get("shed") or not message.get("scores"):
             continue
@@ -77,12 +79,13 @@ def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None =
         score = chosen[0]
         outputs = {h: float(score[h]) for h in HEADS if score.get(h) is not None}
         stream = message["stream"]
-        key = (stream["key"], int(message["seq"]))
+        session = str(message.get("session", V1_SESSION))
+        key = (stream["key"], session, int(message["seq"]))
         window = WindowScore(
             stream["key"], stream["call_id"], int(message["seq"]), float(message["start_s"]),
             float(message["end_s"]), outputs, score["task"], float(score["label_min"]),
             float(score["label_max"]),
-            {k: float(v) for k, v in message.get("latencies_ms", {}).items()},
+            {k: float(v) for k, v in message.get("latencies_ms", {}).items()}, session,
         )  # fmt: skip
         _check_window(window)
         found[key] = window
@@ -90,7 +93,7 @@ def windows_from_messages(messages: Iterable[dict[str, Any]], task: str | None =
     if task is None and len(tasks) > 1:
         names = ", ".join(sorted(tasks))
         raise ConfigError(f"the scores hold several tasks ({names}): choose one with --task")
-    return sorted(found.values(), key=lambda w: (w.stream_key, w.seq))
+    return sorted(found.values(), key=lambda w: (w.stream_key, w.session, w.seq))
 
 
 def _check_window(window: WindowScore) -> None:

@@ -5,7 +5,9 @@
   windows and replayed windows see the same frames.
 - `collect_sources` turns command-line paths (files, directories, a manifest CSV) into `ReplaySource`s whose
   `StreamId` names the source file (`call_id` = file name, made a valid id; parent folders are prepended,
-  joined by ':', only when two sources share a name).
+  joined by ':', only when two sources share a name), and whose session id is `recording` (or
+  `recording-<from>-<to>` for a part): deterministic, so a rerun of the same replay has the same identity
+  (stream key, session, seq) and consumers drop it as a duplicate; never a live WHIP session's id.
 - `file_media` decodes a source off the event loop and yields the same `AudioChunk` / `VideoFrame` objects
   live ingest does, paced in real time (sleeping to media time) or as fast as the consumer takes them.
 """
@@ -25,15 +27,30 @@ from typing import Literal
 from core.errors import ConfigError, MediaError
 from core.media import decode_file
 from core.mediatime import MediaItem, sample_frames
-from core.types import AudioChunk, StreamId
+from core.types import AudioChunk, StreamId, recording_session_id
 
 log = logging.getLogger(__name__)
 
 Pace = Literal["realtime", "fast"]
 
 MEDIA_SUFFIXES = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mkv", ".webm", ".mov", ".avi",
-     ".flv", ".mpg", ".mpeg"}
+    {
+        ".wav",
+        ".flac",
+        ".mp3",
+        ".ogg",
+        ".opus",
+        ".m4a",
+        ".aac",
+        ".mp4",
+        ".mkv",
+        ".webm",
+        ".mov",
+        ".avi",
+        ".flv",
+        ".mpg",
+        ".mpeg",
+    }
 )
 PARTICIPANT_ID = "replay"
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:-]+")
@@ -56,7 +73,7 @@ def id_part(text: str) -> str:
 def call_id_for(path: str | Path, parents: int = 0) -> str:
     """The call id naming a file: its name, with `parents` folder names before it (joined by ':')."""
     parts = Path(path).parts
-    return id_part(":".join(parts[-(parents + 1):]))
+    return id_part(":".join(parts[-(parents + 1) :]))
 
 
 def call_id_candidates(path: str | Path) -> list[str]:
@@ -133,7 +150,8 @@ def _name_streams(found: list[tuple[Path, float | None, float | None]]) -> list[
         count = seen.get(call_id, 0)
         seen[call_id] = count + 1
         participant = PARTICIPANT_ID if count == 0 else f"{PARTICIPANT_ID}-{count + 1}"
-        sources.append(ReplaySource(StreamId(call_id, participant), path, start_s, end_s))
+        stream = StreamId(call_id, participant, session_id=recording_session_id(start_s, end_s))
+        sources.append(ReplaySource(stream, path, start_s, end_s))
     return sources
 
 

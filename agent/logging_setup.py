@@ -16,7 +16,7 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 REDACTED = "[redacted]"
 # Where a credential shows up in text a library logs: an Authorization header (aiohttp quotes the raw header
 # line of a request it cannot parse; a dict or JSON shows it quoted), a bearer credential on its own, a `token=`
-# or `password=` parameter (the score feed takes `?token=`).
+# or `password=` parameter (a token pasted into a URL by mistake: the agent never reads one there).
 _SECRETS = re.compile(
     r"(?P<keep>authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic)\s+)?"
     r"|\bbearer\s+"

@@ -2,7 +2,9 @@
 
 A message is a JSON object validated against `agent/schemas/<topic>.v<version>.json` before it leaves the
 process; its key is the stream key and its headers repeat what a consumer needs for routing and
-deduplication without parsing the body. Errors never quote message content (transcripts are health data).
+deduplication (stream key, session, seq) without parsing the body. Consumers validate each message against
+the schema of its own `schema_version` (older versions stay readable). Errors never quote message content
+(transcripts are health data).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from core.types import Score, StreamId, Transcript, Window
 
 Kind = Literal["scores", "transcripts", "alerts"]
 KINDS: tuple[Kind, ...] = ("scores", "transcripts", "alerts")
-SCHEMA_VERSIONS: dict[Kind, int] = {"scores": 1, "transcripts": 1, "alerts": 1}
+SCHEMA_VERSIONS: dict[Kind, int] = {"scores": 2, "transcripts": 2, "alerts": 2}  # the versions written
+# What a message of schema version 1 (before sessions) is read as: StreamId's default session.
+V1_SESSION = "0"
 
 Headers = list[tuple[str, bytes]]
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -52,14 +56,23 @@ def schema(kind: Kind, version: int | None = None) -> dict[str, Any]:
 
 
 @cache
-def _validator(kind: Kind) -> jsonschema.Draft202012Validator:
+def _validator(kind: Kind, version: int) -> jsonschema.Draft202012Validator:
     checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
-    return jsonschema.Draft202012Validator(schema(kind), format_checker=checker)
+    return jsonschema.Draft202012Validator(schema(kind, version), format_checker=checker)
+
+
+def _version_of(kind: Kind, message: dict[str, Any]) -> int:
+    """The message's own schema version when it is one we know, else the current one (which then fails)."""
+    version = message.get("schema_version")
+    known = isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= SCHEMA_VERSIONS[kind]
+    return version if known else SCHEMA_VERSIONS[kind]  # type: ignore[return-value]
 
 
 def validate(kind: Kind, message: dict[str, Any]) -> None:
-    """Raise PublishError naming the failing field (never its value) if `message` breaks the schema."""
-    errors = sorted(_validator(kind).iter_errors(message), key=lambda e: list(e.absolute_path))
+    """Raise PublishError naming the failing field (never its value) if `message` breaks the schema of its
+    `schema_version` (any version this agent knows: a consumer reads what older agents wrote)."""
+    version = _version_of(kind, message)
+    errors = sorted(_validator(kind, version).iter_errors(message), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(message)"
@@ -67,8 +80,7 @@ def validate(kind: Kind, message: dict[str, Any]) -> None:
         if first.validator == "required" and isinstance(first.instance, dict):  # names a field, not a value
             what += " " + ", ".join(f for f in first.validator_value if f not in first.instance)
         raise PublishError(
-            f"{kind} message breaks schema v{SCHEMA_VERSIONS[kind]} at {where}: {what} "
-            f"({len(errors)} error(s))",
+            f"{kind} message breaks schema v{version} at {where}: {what} ({len(errors)} error(s))",
             retryable=False,
         )
 
@@ -86,6 +98,12 @@ def stream_dict(stream: StreamId) -> dict[str, str]:
     }
 
 
+def stream_of(message: dict[str, Any]) -> StreamId:
+    """The stream and session a validated message (any schema version) is about."""
+    s = message["stream"]
+    return StreamId(s["call_id"], s["participant_id"], s["role"], session_id=message.get("session", V1_SESSION))
+
+
 def score_message(score: Score, *, replay: bool, produced_at: str | None = None) -> dict[str, Any]:
     """The affect.scores body of one window: scores, quality and latencies; no transcript text."""
     window = score.window
@@ -97,6 +115,7 @@ def score_message(score: Score, *, replay: bool, produced_at: str | None = None)
     return {
         "schema_version": SCHEMA_VERSIONS["scores"],
         "stream": stream_dict(window.stream),
+        "session": window.stream.session_id,
         "seq": window.seq,
         "start_s": window.start_s,
         "end_s": window.end_s,
@@ -131,6 +150,7 @@ def shed_message(window: Window, *, replay: bool, produced_at: str | None = None
     return {
         "schema_version": SCHEMA_VERSIONS["scores"],
         "stream": stream_dict(window.stream),
+        "session": window.stream.session_id,
         "seq": window.seq,
         "start_s": window.start_s,
         "end_s": window.end_s,
@@ -144,14 +164,13 @@ def shed_message(window: Window, *, replay: bool, produced_at: str | None = None
     }
 
 
-def transcript_message(
-    transcript: Transcript, *, replay: bool, produced_at: str | None = None
-) -> dict[str, Any]:
+def transcript_message(transcript: Transcript, *, replay: bool, produced_at: str | None = None) -> dict[str, Any]:
     """The affect.transcripts body of one window (health data: only sent when enabled)."""
     window = transcript.window
     return {
         "schema_version": SCHEMA_VERSIONS["transcripts"],
         "stream": stream_dict(window.stream),
+        "session": window.stream.session_id,
         "seq": window.seq,
         "start_s": window.start_s,
         "end_s": window.end_s,
@@ -170,7 +189,8 @@ def transcript_message(
 
 def alert_id(monitor_id: str, event: AlertEvent) -> str:
     """Deterministic: a re-sent alert has the same id, so consumers can deduplicate it."""
-    return f"{monitor_id}|{event.stream.key}|{event.rule}|{event.episode_seq}|{event.event}"
+    stream = event.stream
+    return f"{monitor_id}|{stream.key}|{stream.session_id}|{event.rule}|{event.episode_seq}|{event.event}"
 
 
 def alert_message(event: AlertEvent, *, monitor_id: str, produced_at: str | None = None) -> dict[str, Any]:
@@ -180,6 +200,7 @@ def alert_message(event: AlertEvent, *, monitor_id: str, produced_at: str | None
         "alert_id": alert_id(monitor_id, event),
         "monitor_id": monitor_id,
         "stream": stream_dict(event.stream),
+        "session": event.stream.session_id,
         "rule": event.rule,
         "event": event.event,
         "episode_seq": event.episode_seq,
@@ -202,10 +223,12 @@ def _joined(values: list[str]) -> str:
 
 
 def headers(kind: Kind, message: dict[str, Any]) -> Headers:
-    """Kafka headers of a message: schema version, stream key, window seq, replay flag, model id/version."""
+    """Kafka headers of a message: schema version, stream key, session, window seq, replay flag, model
+    id/version."""
     out: Headers = [
         ("schema_version", str(message["schema_version"]).encode()),
         ("stream_key", message["stream"]["key"].encode()),
+        ("session", message["session"].encode()),
         ("seq", str(message["seq"]).encode()),
         ("replay", b"1" if message["replay"] else b"0"),
     ]
@@ -224,9 +247,7 @@ def envelope(kind: Kind, message: dict[str, Any]) -> Envelope:
     try:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
-        raise PublishError(
-            f"{kind} message holds NaN or infinity: JSON cannot carry it", retryable=False
-        ) from None
+        raise PublishError(f"{kind} message holds NaN or infinity: JSON cannot carry it", retryable=False) from None
     value = text.encode()
     return Envelope(kind, message["stream"]["key"], value, tuple(headers(kind, message)))
 

@@ -11,6 +11,7 @@ name                                    type      labels    unit    meaning
 affectstream_active_sessions            gauge     -         1       WHIP sessions open now (autoscaling)
 affectstream_sessions_started_total     counter   -         1       WHIP sessions accepted
 affectstream_sessions_rejected_total    counter   reason    1       requests refused, reason in `REJECT_REASONS`
+affectstream_draining                   gauge     -         1       1 after SIGTERM: no new session, calls finish
 affectstream_ice_failures_total         counter   -         1       sessions ended by ICE failure/timeout
 affectstream_video_frames_dropped_total counter   -         1       video frames dropped under load
 affectstream_windows_closed_total       counter   closed_by 1       windows cut (Window.closed_by)
@@ -24,8 +25,14 @@ affectstream_messages_published_total   counter   topic     1       messages the
 affectstream_spool_bytes                gauge     -         bytes   size of the on-disk publish spool
 affectstream_spool_messages             gauge     -         1       messages waiting in the spool
 affectstream_spool_full_total           counter   -         1       messages refused: spool full
+affectstream_kafka_reachable            gauge     -         1       1 if a bootstrap server took a TCP connection
 affectstream_model_load_seconds         gauge     model     seconds duration of each model's last load
 affectstream_alerts_raised_total        counter   rule      1       alert episodes the monitor published
+affectstream_monitor_records_total      counter   outcome   1       score messages the monitor read, `MONITOR_OUTCOMES`
+affectstream_monitor_sessions           gauge     -         1       sessions the monitor keeps state for
+affectstream_monitor_sessions_dropped_total counter reason  1       session states forgotten: idle, capacity, revoked
+affectstream_monitor_partitions         gauge     -         1       affect.scores partitions assigned to the monitor
+affectstream_monitor_rebalances_total   counter   -         1       partition assignments the monitor received
 affectstream_build_info                 info      version   1       package version (value always 1)
 
 Stages of `affectstream_stage_latency_seconds`: `window_close` (a window's last sample at ingest → the window
@@ -58,9 +65,13 @@ STAGES = ("window_close", "speech", "features", "scoring", "publish_ack", "end_t
 BATCHED_STAGES = ("speech", "scoring")
 QUEUES = ("windows", "speech", "scoring", "publish")
 # auth: bad or malformed credentials (any WHIP or feed request); capacity: no session slot; closing: that stream's
-# last session is still closing (retry shortly); bad_offer: an offer refused (its body, stream id or SDP);
-# bad_request: HTTP that could not be read (malformed, a header not UTF-8, a body too slow).
-REJECT_REASONS = ("auth", "capacity", "closing", "bad_offer", "bad_request")
+# last session is still closing (retry shortly); draining: an offer while the process drains after SIGTERM;
+# bad_offer: an offer refused (its body, stream id or SDP); bad_request: HTTP that could not be read (malformed,
+# a header not UTF-8, a body too slow).
+REJECT_REASONS = ("auth", "capacity", "closing", "draining", "bad_offer", "bad_request")
+# evaluated: a new window, judged by the rules; duplicate: (stream key, session, seq) seen before; invalid: not a
+# valid affect.scores message.
+MONITOR_OUTCOMES = ("evaluated", "duplicate", "invalid")
 
 # Windows are 1–15 s long, so end-to-end latency spans milliseconds (a scored batch) to tens of seconds.
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -76,9 +87,8 @@ _NS = "affectstream"
 # Sessions and media.
 ACTIVE_SESSIONS = Gauge("active_sessions", "WHIP sessions open now", namespace=_NS, registry=REGISTRY)
 SESSIONS_STARTED = Counter("sessions_started", "WHIP sessions accepted", namespace=_NS, registry=REGISTRY)
-SESSIONS_REJECTED = Counter(
-    "sessions_rejected", "WHIP offers refused", ["reason"], namespace=_NS, registry=REGISTRY
-)
+SESSIONS_REJECTED = Counter("sessions_rejected", "WHIP offers refused", ["reason"], namespace=_NS, registry=REGISTRY)
+DRAINING = Gauge("draining", "1 while draining after SIGTERM: no new session", namespace=_NS, registry=REGISTRY)
 ICE_FAILURES = Counter(
     "ice_failures", "Sessions closed because ICE failed or timed out", namespace=_NS, registry=REGISTRY
 )
@@ -112,20 +122,20 @@ BATCH_SIZE = Histogram(
     buckets=_BATCH_BUCKETS,
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    "queue_depth", "Items waiting in a bounded queue", ["queue"], namespace=_NS, registry=REGISTRY
-)
+QUEUE_DEPTH = Gauge("queue_depth", "Items waiting in a bounded queue", ["queue"], namespace=_NS, registry=REGISTRY)
 
 # Publishing and the spool.
 MESSAGES_PUBLISHED = Counter(
     "messages_published", "Messages the broker acknowledged", ["topic"], namespace=_NS, registry=REGISTRY
 )
-SPOOL_BYTES = Gauge(
-    "spool", "Size of the on-disk publish spool", namespace=_NS, unit="bytes", registry=REGISTRY
-)
+SPOOL_BYTES = Gauge("spool", "Size of the on-disk publish spool", namespace=_NS, unit="bytes", registry=REGISTRY)
 SPOOL_MESSAGES = Gauge("spool_messages", "Messages waiting in the spool", namespace=_NS, registry=REGISTRY)
-SPOOL_FULL = Counter(
-    "spool_full", "Messages refused because the spool was full", namespace=_NS, registry=REGISTRY
+SPOOL_FULL = Counter("spool_full", "Messages refused because the spool was full", namespace=_NS, registry=REGISTRY)
+KAFKA_REACHABLE = Gauge(
+    "kafka_reachable",
+    "1 if a Kafka bootstrap server took a TCP connection at the last probe",
+    namespace=_NS,
+    registry=REGISTRY,
 )
 
 # Models and alerts.
@@ -137,8 +147,20 @@ MODEL_LOAD_SECONDS = Gauge(
     unit="seconds",
     registry=REGISTRY,
 )
-ALERTS_RAISED = Counter(
-    "alerts_raised", "Alert episodes published", ["rule"], namespace=_NS, registry=REGISTRY
+ALERTS_RAISED = Counter("alerts_raised", "Alert episodes published", ["rule"], namespace=_NS, registry=REGISTRY)
+
+MONITOR_RECORDS = Counter(
+    "monitor_records", "Score messages the monitor read, by outcome", ["outcome"], namespace=_NS, registry=REGISTRY
+)
+MONITOR_SESSIONS = Gauge("monitor_sessions", "Sessions the monitor keeps state for", namespace=_NS, registry=REGISTRY)
+MONITOR_SESSIONS_DROPPED = Counter(
+    "monitor_sessions_dropped", "Session states the monitor forgot", ["reason"], namespace=_NS, registry=REGISTRY
+)
+MONITOR_PARTITIONS = Gauge(
+    "monitor_partitions", "affect.scores partitions assigned to the monitor", namespace=_NS, registry=REGISTRY
+)
+MONITOR_REBALANCES = Counter(
+    "monitor_rebalances", "Partition assignments the monitor received", namespace=_NS, registry=REGISTRY
 )
 
 BUILD_INFO = Info("build", "The running affectstream version", namespace=_NS, registry=REGISTRY)
@@ -187,6 +209,10 @@ def observe_batch(stage: str, size: int) -> None:
 
 def count_rejection(reason: str) -> None:
     SESSIONS_REJECTED.labels(reason=_check(reason, REJECT_REASONS, "rejection reason")).inc()
+
+
+def count_monitor_record(outcome: str) -> None:
+    MONITOR_RECORDS.labels(outcome=_check(outcome, MONITOR_OUTCOMES, "monitor outcome")).inc()
 
 
 def set_queue_depth(queue: str, depth: int) -> None:

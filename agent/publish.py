@@ -115,6 +115,7 @@ class Publisher:
     async def start(self) -> None:
         """Open the spool (draining a previous run's first) and connect; a down broker is not an error."""
         await asyncio.to_thread(self._spool.open)
+        self._update_gauges()  # a previous run's spool counts from the start
         if self._spool.empty:
             await self._on_kafka_thread(self._connect)
         else:

@@ -281,16 +281,18 @@ async def _replay_webrtc(
         raise ValueError("--from/--to are not supported with --via webrtc (the client streams whole files)")
     token = secrets.token_urlsafe(24)
     ingest = settings.ingest.model_copy(update={
-        "host": "127.0.0.1", "port": 0, "tokens": [SecretStr(token)],
+        "host": "127.0.0.1", "port": 0, "tokens": [SecretStr(token)], "public_url": None,
         "max_sessions": max(len(sources), settings.ingest.max_sessions),
     })
     summaries: dict[StreamId, StreamSummary] = {}
 
+    by_key = {source.stream.key: source.stream for source in sources}
+
     async def on_session(session: IngestSession) -> None:
-        summaries[session.stream] = await run_stream(
-            session.stream, session.media(), pipeline, shed_on_overload=False
-        )
-        progress.finish(session.stream)
+        # The recording's own identity (its deterministic session id), not the loopback WHIP session's.
+        stream = by_key.get(session.stream.key, session.stream)
+        summaries[stream] = await run_stream(stream, session.media(), pipeline, shed_on_overload=False)
+        progress.finish(stream)
 
     server = WhipServer(ingest, on_session, vision_fps=settings.features.vision_fps)
     url = await server.start()

@@ -9,7 +9,7 @@ monitor rebuild its state after a restart (agent/monitor.py).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,34 +178,45 @@ class _Track:
     fence: Fence | None = None
 
 
+SessionKey = tuple[str, str]  # StreamId.session_key: (stream key, session id)
+
+
 @dataclass
 class RuleEngine:
-    """Per (stream, rule) rolling state; `observe` returns the alert events a window causes."""
+    """Per (session, rule) rolling state; `observe` returns the alert events a window causes.
+
+    A stream's sessions are judged apart: seq restarts at 0 in each, so a reconnect starts new rolling windows.
+    Fences from the alert log wait until their session's next window creates its track; a session that
+    already has state keeps it (a rebalance does not rewind what this process has seen itself)."""
 
     rules: tuple[Rule, ...]
-    max_streams: int = 100_000
-    _tracks: OrderedDict[tuple[str, str], _Track] = field(default_factory=OrderedDict)
+    _tracks: dict[SessionKey, dict[str, _Track]] = field(default_factory=dict)
+    _fences: dict[tuple[SessionKey, str], Fence] = field(default_factory=dict)
 
-    def _track(self, stream_key: str, rule: Rule) -> _Track:
-        key = (stream_key, rule.name)
-        track = self._tracks.get(key)
+    def _track(self, session: SessionKey, rule: Rule) -> _Track:
+        tracks = self._tracks.setdefault(session, {})
+        track = tracks.get(rule.name)
         if track is None:
-            track = self._tracks[key] = _Track(values=deque(maxlen=rule.windows))
-            while len(self._tracks) > self.max_streams * max(1, len(self.rules)):
-                self._tracks.popitem(last=False)  # least recently seen stream: bounded memory
-        else:
-            self._tracks.move_to_end(key)
+            fence = self._fences.pop((session, rule.name), None)
+            track = tracks[rule.name] = _Track(values=deque(maxlen=rule.windows), fence=fence)
         return track
 
-    def restore(self, stream_key: str, rule_name: str, fence: Fence) -> None:
-        """Adopt the alert log's state for a track: silent up to `fence.seq`, then `fence`'s state."""
-        for rule in self.rules:
-            if rule.name == rule_name:
-                self._track(stream_key, rule).fence = fence
+    def restore_fences(self, fences: Mapping[tuple[SessionKey, str], Fence]) -> None:
+        """Adopt the alert log's state for sessions without state here: silent up to each fence's seq, then
+        its state. Replaces fences not yet adopted."""
+        self._fences = {key: fence for key, fence in fences.items() if key[0] not in self._tracks}
 
-    def is_open(self, stream_key: str, rule_name: str) -> bool:
-        track = self._tracks.get((stream_key, rule_name))
+    def forget(self, session: SessionKey) -> None:
+        """Drop a session's rolling state (it expired, or its partition went to another monitor)."""
+        self._tracks.pop(session, None)
+
+    def is_open(self, session: SessionKey, rule_name: str) -> bool:
+        track = self._tracks.get(session, {}).get(rule_name)
         return bool(track and track.open)
+
+    def __len__(self) -> int:
+        """Sessions with state."""
+        return len(self._tracks)
 
     def observe(self, obs: Observation, *, emit: bool = True) -> list[AlertEvent]:
         events: list[AlertEvent] = []
@@ -213,7 +224,7 @@ class RuleEngine:
             value = obs.values.get(rule.task, {}).get(rule.output)
             if value is None:
                 continue  # shed window or a model without that task/output: nothing to judge
-            track = self._track(obs.stream.key, rule)
+            track = self._track(obs.stream.session_key, rule)
             track.values.append(value)
             if track.fence is not None and obs.seq > track.fence.seq:
                 if track.open != track.fence.open:

@@ -218,9 +218,7 @@ class IngestSession:
                 try:
                     await asyncio.wait_for(pc.close(), PC_CLOSE_TIMEOUT_S)
                 except TimeoutError:
-                    log.warning(
-                        "ingest session %s: peer connection did not close", self.id, extra=self.log_extra
-                    )
+                    log.warning("ingest session %s: peer connection did not close", self.id, extra=self.log_extra)
             await self._stop_readers()
             self._merger.end_audio()
             self._merger.end_video()
@@ -351,13 +349,23 @@ class SessionRegistry:
         """Slots taken: live sessions and offers being answered (not closed ones whose handler still runs)."""
         return sum(s.closed is None for s in self._sessions.values()) + len(self._reserved)
 
+    @property
+    def full(self) -> bool:
+        """Every slot is taken: a new offer would be refused."""
+        return len(self) >= self.max_sessions
+
+    @property
+    def answering(self) -> bool:
+        """An offer is being answered (its session is not registered yet)."""
+        return bool(self._reserved)
+
     def reserve(self, stream: StreamId) -> None:
         same = [s for s in self._sessions.values() if s.stream.key == stream.key]
         if stream.key in self._reserved or any(s.closed is None for s in same):
             raise StreamBusy(f"stream {stream.key} already has a live session")
         if same:
             raise StreamClosing(f"stream {stream.key} has a session still closing; retry shortly")
-        if len(self) >= self.max_sessions:
+        if self.full:
             raise RegistryFull(f"{self.max_sessions} sessions already live")
         self._reserved.add(stream.key)
 

@@ -37,7 +37,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from agent.public_url import check_public_url
 from agent.settings_problems import ENV_PREFIX, KeyPath, file_origins, problem_lines
+from agent.tokens import MIN_SECRET_CHARS
 from core.errors import ConfigError
 
 # AFFECTSTREAM_ variables that are not settings; any other AFFECTSTREAM_ name must be one.
@@ -213,7 +215,14 @@ class IngestSettings(Section):
     video: Literal["auto", "always"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # Development only: static bearer tokens, each of which may publish, end and read every call.
     tokens: ListSetting[SecretStr] = []
+    # The HMAC-SHA256 key of scoped tokens (agent/tokens.py): one call's viewer, one participant's publisher,
+    # each expiring; the platform mints them with the same key, any pod verifies them. At least 32 characters.
+    token_secret: SecretStr | None = None
+    # A newly opened score feed starts with its call's windows among the last this many records of each
+    # partition of the scores topic, then follows new ones (agent/feed.py); 0: new windows only.
+    feed_backlog_records: int = Field(200, ge=0)
     max_sessions: int = Field(16, ge=1)
     max_sdp_bytes: int = Field(64 * 1024, ge=1024)
     ice_timeout_s: float = Field(15.0, gt=0)
@@ -237,19 +246,57 @@ class IngestSettings(Section):
     # both or neither; checked when the server starts (agent/tls.py)
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
+    # This process's externally reachable base URL: WHIP's Location is absolute on it, so DELETE reaches the
+    # session's owner through any proxy, e.g. "http://{hostname}.affectstream-headless.calls.svc:8080"
+    # ({hostname}: socket.gethostname()). None: the request's own scheme and Host, which behind a proxy or load
+    # balancer name the proxy: set it there (agent/public_url.py).
+    public_url: str | None = None
+    # After SIGTERM: no new session (/readyz 503); running calls go on until they end or this long, then the
+    # rest are ended (last windows flushed and published). A second SIGTERM ends them at once.
+    drain_timeout_s: float = Field(300.0, ge=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_public_url(value)
+
+    @field_validator("token_secret")
+    @classmethod
+    def _check_token_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -base64 48`)")
+        return value
 
 
 class MonitorSettings(Section):
     group_id: str = "affectstream-monitor"
     rules_path: Path | None = None
-    session_timeout_ms: int = Field(6000, ge=1000)
-    heartbeat_interval_ms: int = Field(1000, ge=100)
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"  # a new group reads the whole topic
+    # Group membership (Kafka's defaults): a member that misses heartbeats this long is replaced.
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    # A new group (no committed offsets) starts at the end: "earliest" would raise alerts on all history.
+    auto_offset_reset: Literal["earliest", "latest"] = "latest"
     # After a restart or rebalance: re-read this many score records per partition before the committed
     # offset (silently) to rebuild rolling windows, and this many alerts per partition to find open episodes.
     rebuild_lookback_records: int = Field(2000, ge=0)
     alerts_lookback_records: int = Field(10_000, ge=1)
     poll_timeout_ms: int = Field(500, ge=10)
+    # GET /healthz, /readyz and /metrics (0: any free port).
+    host: str = "0.0.0.0"
+    port: int = Field(9102, ge=0, le=65535)
+    # Per-session state (last seq, rolling windows) is forgotten after this long without a window, and beyond
+    # max_streams sessions the one idle longest is forgotten first.
+    stream_idle_s: float = Field(3600.0, gt=0)
+    max_streams: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> MonitorSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below session_timeout_ms "
+                f"({self.session_timeout_ms}); a third of it is usual"
+            )
+        return self
 
 
 class MetricsSettings(Section):

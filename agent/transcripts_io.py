@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.types import StreamId, Transcript
+from core.types import StreamId, Transcript, recording_session_id
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 
@@ -22,6 +22,7 @@ def transcript_record(transcript: Transcript) -> dict[str, Any]:
             "role": window.stream.role,
             "key": window.stream.key,
         },
+        "session": window.stream.session_id,
         "seq": window.seq,
         "start_s": round(window.start_s, 4),
         "end_s": round(window.end_s, 4),
@@ -47,6 +48,8 @@ def transcript_line(transcript: Transcript) -> str:
 
 
 def stream_for_file(path: str | Path) -> StreamId:
-    """The stream of a recorded file: call_id from the file stem (made a valid id), one 'speaker'."""
+    """The stream of a recorded file: call_id from the file stem (made a valid id), one 'speaker', and the
+    recording's deterministic session (a rerun of the same file is the same identity)."""
     call_id = _NOT_ID.sub("_", Path(path).stem).lstrip("._:-")[:128] or "file"
-    return StreamId(call_id=call_id, participant_id="speaker", role="participant")
+    return StreamId(call_id=call_id, participant_id="speaker", role="participant",
+                    session_id=recording_session_id())  # fmt: skip

@@ -3,13 +3,19 @@
     server = WhipServer(settings.ingest, on_session, vision_fps=settings.features.vision_fps)
     server.add_routes(app)          # or: url = await server.start() for a standalone listener
     ...
+    await server.drain(timeout_s)   # optional: take no new session, let the running ones end by themselves
     await server.close()            # stop accepting, end every session, wait for on_session to return
 
+A session's `Location` is absolute (agent/public_url.py): on `ingest.public_url` when set, else on the request's
+own scheme and host, so a later DELETE reaches this process through a proxy that routes by host. A session this
+process does not hold answers 404.
+
 `on_session(session)` runs once per session, as its own task; it typically iterates `session.media()`, which
-ends when the peer disconnects, DELETEs, or ICE fails. Bearer tokens come from `settings.tokens`
-(agent/http_auth.py); an offer carries one participant: one sending audio track, at most one video track
-(agent/sdp_offer.py). A stream whose last session is still closing answers 503 with a short Retry-After, so a
-quick reconnect knows to retry; a live one answers 409.
+ends when the peer disconnects, DELETEs, or ICE fails. Bearer tokens (agent/http_auth.py): a publisher token
+offers only the call and participant it names and ends only that stream's sessions. An offer carries one
+participant: one sending audio track, at most one video track (agent/sdp_offer.py). A stream whose last
+session is still closing answers 503 with a short Retry-After, so a quick reconnect knows to retry; a live one
+answers 409.
 
 `receive_video = False` (set it when no model looks at faces) answers a video track "inactive": the peer
 sends no video, so the server neither receives, decrypts nor decodes it (most of a stream's packets), and
@@ -28,9 +34,10 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from agent import metrics
-from agent.http_auth import BearerTokens
+from agent.http_auth import RequestAuth
 from agent.http_limits import http_runner, read_body
 from agent.loopback import configure_loopback
+from agent.public_url import request_base_url, resolve_public_url
 from agent.sdp_offer import OfferError, OfferSummary, check_offer, describe
 from agent.sessions import (
     IngestSession,
@@ -50,6 +57,7 @@ WHIP_PATH = "/whip"
 IDENTITY_FIELDS = {"call_id": "X-Call-Id", "participant_id": "X-Participant-Id", "role": "X-Role"}
 SessionHandler = Callable[[IngestSession], Awaitable[None]]
 CLOSING_RETRY_AFTER_S = 1  # a reconnect while the stream's last session flushes: that takes about a second
+ANSWERING_POLL_S = 0.1  # drain: an offer being answered registers its session within moments
 _COUNTED_WHERE_REFUSED = {401, 403, 503}  # auth in agent/http_auth.py; capacity and closing in _accept
 _REJECT_REASONS = {408: "bad_request"}  # any other refusal of an offer: "bad_offer"
 
@@ -57,10 +65,8 @@ _REJECT_REASONS = {408: "bad_request"}  # any other refusal of an offer: "bad_of
 class WhipServer:
     """WHIP endpoint: authenticates, answers offers, supervises sessions and hands them to `on_session`."""
 
-    def __init__(
-        self, settings: IngestSettings, on_session: SessionHandler, *, vision_fps: float = 10.0
-    ) -> None:
-        self.tokens = BearerTokens(settings.tokens)  # also guards agent/server.py's score feed
+    def __init__(self, settings: IngestSettings, on_session: SessionHandler, *, vision_fps: float = 10.0) -> None:
+        self.auth = RequestAuth(settings.tokens, settings.token_secret)  # also guards agent/server.py's feed
         self.settings = settings
         self._on_session = on_session
         self._limits = SessionLimits(
@@ -74,6 +80,7 @@ class WhipServer:
         self._supervisors: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._runner: web.AppRunner | None = None
+        self._public_url = resolve_public_url(settings.public_url) if settings.public_url else None
         configure_loopback(settings.ice_loopback)
 
     # -- wiring ---------------------------------------------------------------------------------------------
@@ -106,6 +113,25 @@ class WhipServer:
     def stop_accepting(self) -> None:
         self._accepting = False
 
+    async def drain(self, timeout_s: float, cut_short: asyncio.Event | None = None) -> int:
+        """Take no new session; wait until the running ones have ended and flushed, at most `timeout_s` or until
+        `cut_short` is set. Returns how many are left (`close` ends them)."""
+        self.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        interrupted = asyncio.create_task((cut_short or asyncio.Event()).wait(), name="whip-drain-cut-short")
+        try:
+            while (self._supervisors or self.registry.answering) and not interrupted.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                step = min(remaining, ANSWERING_POLL_S) if self.registry.answering else remaining
+                waiting = {*self._supervisors, interrupted}
+                await asyncio.wait(waiting, timeout=step, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+        return self.active_sessions
+
     async def close(self, reason: str = "shutdown", *, handler_timeout_s: float = 30.0) -> None:
         """Stop accepting offers, end every session, give the handlers time to flush, then cancel them."""
         log.info("WHIP server closing (%s): %d sessions", reason, self.active_sessions)
@@ -135,16 +161,15 @@ class WhipServer:
         return response
 
     async def _accept(self, request: web.Request) -> web.Response:
-        self.tokens.check(request)
+        grant = self.auth.authenticate(request)
         if not self._accepting:
-            metrics.count_rejection("capacity")
+            metrics.count_rejection("draining")
             raise _error(web.HTTPServiceUnavailable, "server is shutting down", self._retry_after())
         if request.content_type != SDP_TYPE:
-            raise _error(
-                web.HTTPUnsupportedMediaType, f"Content-Type must be {SDP_TYPE}", {"Accept-Post": SDP_TYPE}
-            )
+            raise _error(web.HTTPUnsupportedMediaType, f"Content-Type must be {SDP_TYPE}", {"Accept-Post": SDP_TYPE})
         offer = await self._read_offer(request)
         stream = _stream_id(request)
+        self.auth.permit(grant.refuses_publish(stream))
         try:
             summary = check_offer(offer)
         except OfferError as exc:
@@ -167,7 +192,7 @@ class WhipServer:
         supervisor = asyncio.create_task(self._supervise(session), name=f"whip-session-{session.id}")
         self._supervisors.add(supervisor)
         supervisor.add_done_callback(self._supervisors.discard)
-        location = f"{WHIP_PATH}/{session.id}"
+        location = f"{self._public_url or request_base_url(request)}{WHIP_PATH}/{session.id}"
         log.info("ingest session %s opened for %s", session.id, stream.key, extra=session.log_extra)
         return web.Response(
             status=201,
@@ -177,18 +202,21 @@ class WhipServer:
         )
 
     async def _delete(self, request: web.Request) -> web.Response:
-        self.tokens.check(request)
+        grant = self.auth.authenticate(request)
         session = self.registry.get(request.match_info["session_id"])
         if session is None:
             raise _error(web.HTTPNotFound, "no such session")
+        self.auth.permit(grant.refuses_session(session.stream))
         await session.close("delete")
         return web.Response(status=200)
 
     async def _patch(self, request: web.Request) -> web.Response:
         # Trickle ICE and ICE restarts are not supported: candidates travel in the offer (RFC 9725 §4.3.1).
-        self.tokens.check(request)
-        if self.registry.get(request.match_info["session_id"]) is None:
+        grant = self.auth.authenticate(request)
+        session = self.registry.get(request.match_info["session_id"])
+        if session is None:
             raise _error(web.HTTPNotFound, "no such session")
+        self.auth.permit(grant.refuses_session(session.stream))
         raise web.HTTPMethodNotAllowed("PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported")
 
     async def _options(self, request: web.Request) -> web.Response:
@@ -207,12 +235,12 @@ class WhipServer:
         except UnicodeDecodeError:
             raise _error(web.HTTPBadRequest, "SDP offer is not UTF-8 text") from None
 
-    async def _answer(
-        self, stream: StreamId, offer: str, summary: OfferSummary
-    ) -> tuple[IngestSession, str]:
+    async def _answer(self, stream: StreamId, offer: str, summary: OfferSummary) -> tuple[IngestSession, str]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
         video = summary.has_video and self.receive_video
-        session = IngestSession(secrets.token_urlsafe(16), stream, pc, self._limits, has_video=video)
+        session_id = secrets.token_hex(16)  # also the windows' StreamId.session_id: an id's characters only
+        stream = StreamId(stream.call_id, stream.participant_id, stream.role, session_id=session_id)
+        session = IngestSession(session_id, stream, pc, self._limits, has_video=video)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             if summary.has_video and not video:
@@ -319,9 +347,7 @@ class WhipServer:
         }
 
 
-def _error(
-    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
-) -> web.HTTPException:
+def _error(kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None) -> web.HTTPException:
     return kind(text=message, headers=headers)
 
 
@@ -338,4 +364,3 @@ def _stream_id(request: web.Request) -> StreamId:
         return StreamId(**values)
     except ValueError as exc:
         raise _error(web.HTTPBadRequest, str(exc)) from None
-

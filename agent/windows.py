@@ -83,11 +83,12 @@ class _SampleBuffer:
 
 
 class Windower:
-    """Windows of one stream; `push` items in media-time order, then `flush` once at the end."""
+    """Windows of one session of one stream; `push` items in media-time order, then `flush` once at the end.
 
-    def __init__(
-        self, stream: StreamId, settings: WindowSettings, vad: VoiceActivityDetector | None = None
-    ) -> None:
+    seq counts from 0 in every windower: a participant who reconnects gets a new ingest session, whose
+    `StreamId.session_id` is what tells its windows from the earlier session's (same key, same seqs)."""
+
+    def __init__(self, stream: StreamId, settings: WindowSettings, vad: VoiceActivityDetector | None = None) -> None:
         """`vad` may be shared by many streams: the windower works on its own `vad.new_stream()`."""
         if settings.mode == "utterance" and vad is None:
             raise ValueError("utterance mode needs a voice activity detector")
@@ -107,9 +108,7 @@ class Windower:
         self.gap_samples = 0
         self._hold = round(_FRAME_HOLD_S * SAMPLE_RATE_HZ)
         self._max_frames = max(256, int((settings.max_length_s + settings.length_s + 2) * 60))
-        self._state = (
-            _UtteranceState(settings, vad) if settings.mode == "utterance" and vad else _FixedState(settings)
-        )
+        self._state = _UtteranceState(settings, vad) if settings.mode == "utterance" and vad else _FixedState(settings)
 
     @property
     def buffered_s(self) -> float:

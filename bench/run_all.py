@@ -34,7 +34,8 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 GPU_RESULTS = RESULTS / "gpu"
 EXPECTED = ("asr", "train_step", "scoring", "publish", "live", "replay", "default_model")
-NOT_BENCHMARKS = {"run_all", "gpu_check", "gpu_bench", "whisper_layout"}  # GPU machine only: bench/gpu.sh
+# gpu_*, whisper_layout: GPU machine only (bench/gpu.sh); cluster_rehearsal: a deployment check (deploy/README.md)
+NOT_BENCHMARKS = {"run_all", "gpu_check", "gpu_bench", "whisper_layout", "cluster_rehearsal"}
 # --quick: smaller inputs, for checking that every benchmark still runs (numbers are not comparable)
 QUICK_ARGS: dict[str, list[str]] = {
     "asr": [],

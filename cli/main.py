@@ -18,6 +18,7 @@ from cli.commands import (
     replay,
     serve,
     stream,
+    token,
     train,
     transcribe,
 )
@@ -35,7 +36,8 @@ app = typer.Typer(
 app.callback()(global_options)
 
 # Each module defines `register(app)`; one module per job keeps this file free of job logic.
-COMMAND_MODULES = (broker, transcribe, serve, stream, replay, evaluate, monitor, demo, train, export, dataset, model)
+COMMAND_MODULES = (broker, transcribe, serve, stream, token, replay, evaluate, monitor, demo, train, export, dataset,
+                   model)  # fmt: skip
 for command_module in COMMAND_MODULES:
     command_module.register(app)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ CARD_VERSION = 1
 CARD_FILE = "card.json"
 FeatureSource = Literal["live", "mmsa_dataset"]
 MODALITIES = ("text", "audio", "vision")
+DEFAULT_MODEL_NAME = "self_mm"
 # Where `affectstream model bundle` writes the default sentiment bundle and serving looks for it.
 DEFAULT_BUNDLE_DIR = Path(".affectstream") / "bundles" / "sentiment-default"
 # The graph's inputs, in order, with dtype and axes: the one definition exporters, bundles and the scorer use.
@@ -34,6 +36,7 @@ GRAPH_INPUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("vision_lengths", "int64", ("batch",)),
 )
 INPUT_NAMES = tuple(name for name, _, _ in GRAPH_INPUTS)
+LENGTH_AXES = ("text_length", "audio_length", "vision_length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,12 @@ class ModelCard:
     # free, so the scorer need not group a batch by text length
     text_packed: bool = False
     intended_use: str = "Research and monitoring aid. Not a clinical instrument: do not use for diagnosis or treatment."
+    # which model the graph computes (models/registry.py: self_mm, lmf, tfn, mult); cards written before
+    # other models existed hold Self-MM
+    model_name: str = DEFAULT_MODEL_NAME
+    # length axis -> the fewest steps the graph computes on (MulT's unpadded convolutions); inputs are
+    # zero-padded up to it (`pad_to_min_lengths`). Empty: any length from 1.
+    min_lengths: dict[str, int] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
     def variant(self, name: str) -> Variant | None:
@@ -204,6 +213,14 @@ def _parse_tensor(data: dict[str, Any]) -> TensorInfo:
     return TensorInfo(name=str(data["name"]), dtype=str(data["dtype"]), shape=shape)
 
 
+def _parse_min_lengths(data: dict[str, Any]) -> dict[str, int]:
+    out = {str(axis): int(steps) for axis, steps in data.items()}
+    for axis, steps in out.items():
+        if axis not in LENGTH_AXES or steps < 1:
+            raise ValueError(f"min_lengths[{axis!r}] must name one of {', '.join(LENGTH_AXES)} with a count >= 1")
+    return out
+
+
 def _parse_card(data: dict[str, Any]) -> ModelCard:
     source = data["feature_source"]
     if source not in ("live", "mmsa_dataset"):
@@ -259,8 +276,21 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         text_packed=bool(data.get("text_packed", False)),
         live_scoring_note=str(data.get("live_scoring_note", "")),
         intended_use=str(data.get("intended_use", "")),
+        model_name=str(data.get("model_name", DEFAULT_MODEL_NAME)),
+        min_lengths=_parse_min_lengths(data.get("min_lengths", {})),
         card_version=int(data["card_version"]),
     )
+
+
+def pad_to_min_lengths(feeds: Mapping[str, np.ndarray], min_lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """The graph's inputs zero-padded at the end of each length axis to at least `min_lengths[axis]` steps (the
+    card's); the *_lengths inputs keep the true lengths."""
+    out = dict(feeds)
+    for name, _, axes in GRAPH_INPUTS:
+        widths = [(0, max(0, min_lengths.get(axis, 0) - out[name].shape[i])) for i, axis in enumerate(axes)]
+        if any(after for _, after in widths):
+            out[name] = np.pad(out[name], widths)
+    return out
 
 
 def sha256_file(path: Path) -> str:

@@ -17,14 +17,16 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 @dataclass(frozen=True, slots=True)
 class StreamId:
-    """One participant of one call: the unit of ordering (the Kafka key)."""
+    """One participant of one call in one ingest session. `key` (call/participant) orders it in Kafka;
+    `session_id` tells a reconnect's windows (whose seq restarts at 0) from the earlier session's."""
 
     call_id: str
     participant_id: str
     role: str = "participant"
+    session_id: str = field(default="0", kw_only=True)
 
     def __post_init__(self) -> None:
-        for name in ("call_id", "participant_id", "role"):
+        for name in ("call_id", "participant_id", "role", "session_id"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
                 shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
@@ -36,6 +38,23 @@ class StreamId:
     @property
     def key(self) -> str:
         return f"{self.call_id}/{self.participant_id}"
+
+    @property
+    def session_key(self) -> tuple[str, str]:
+        """(key, session_id): a window is identified by this and its seq (deduplication)."""
+        return (self.key, self.session_id)
+
+
+def recording_session_id(start_s: float | None = None, end_s: float | None = None) -> str:
+    """The session id of a replayed or transcribed recording: the same on every run of the same file and
+    range, so a rerun's windows are recognised as the same windows; never a live WHIP session's (hex)."""
+    if start_s is None and end_s is None:
+        return "recording"
+
+    def shown(seconds: float | None, default: str) -> str:
+        return default if seconds is None else f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+    return f"recording-{shown(start_s, '0')}-{shown(end_s, 'end')}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from core.card import DEFAULT_BUNDLE_DIR
 from core.features import FeatureExtractor, FeatureSpec
+from core.features_audio import AUDIO_COLUMNS, FRAME_RATE_HZ, VOICED_COLUMN
 from default_model.artefacts import (
     DEFAULT_DIR,
     ENCODER_WEIGHTS,
@@ -47,13 +48,13 @@ from default_model.corpus import (
     sample_per_corpus,
     split_corpus,
 )
-from default_model.cremad import VoiceSample, load_clips, voice_samples
+from default_model.cremad import VoiceSample, joined_voices, load_clips, voice_samples
 from default_model.dataset import MAX_SPEECH_S, VOICE_ID_PREFIX, audio_statistics, build_pickle
 from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES
 from models.adapters.crema_d import NEUTRAL_VOICE_OFFSET
 from models.config import SelfMMConfig, default_text_encoder_dir
 from models.datasets import MMSADataset, load_mmsa_pickle
-from models.selfmm import SelfMM
+from models.selfmm import AudioSteps, SelfMM
 from models.train import Trainer, TrainOptions, load_best, setup_seed
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,13 @@ FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
 AUDIO_OUT = 32
-VOICE_REPEAT = 2  # CREMA-D train clips per epoch, per clip: the voices' weight beside ~19k sentences
+# the level and the cepstrum, centred on each window's voiced frames: gain and microphone colouring say nothing
+# of the speaker's state (without it, readings in a neutral voice from other recordings scored ~-1)
+AUDIO_CENTER_COLUMNS = tuple(
+    i for i, name in enumerate(AUDIO_COLUMNS) if name == "log_energy_b" or name.startswith("mfcc_"))
+VOICE_REPEAT = 4  # CREMA-D train rows per clip and epoch: the voices' weight beside ~19k sentences
+VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the actor's emotion (joined_voices)
+VOICES_MAX_EPOCHS = 3  # with 4 rows per clip, 3 epochs see as many rows as 2.0.0's 4 (build time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +85,10 @@ class BuildOptions:
     cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT
+    voice_join_fraction: float = VOICE_JOIN_FRACTION
     spoken_per_corpus: int | None = 1000  # per corpus, in train and valid; None = every sentence
     sentences_per_corpus: int | None = None  # per corpus and split (smoke runs); None = the whole corpus
-    max_epochs: int = 4
+    max_epochs: int | None = None  # None: 4, or VOICES_MAX_EPOCHS with the voices
     seed: int = DEFAULT_SEED
     workers: int = 2
     export: bool = True
@@ -151,22 +159,43 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
     audio: dict[str, Any] = {}
     if options.cremad_dir is not None:  # real voices: the audio stage and widths of docs/selfmm.md §2.6
         audio = {"audio_standardize": True, "audio_step_frames": AUDIO_STEP_FRAMES,
-                 "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT}
+                 "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT,
+                 "ulgm_keep_human_labels": True, "audio_center_columns": AUDIO_CENTER_COLUMNS,
+                 "audio_voiced_column": VOICED_COLUMN}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
     setup_seed(options.seed)
     model = SelfMM(config)
-    if model.audio_steps is not None:
-        mean, std = audio_statistics(data["train"].audio, data["train"].audio_lengths)
+    if model.audio_steps is not None:  # the statistics of what the LSTM stage reads: after centring
+        mean, std = audio_statistics(centred_audio(model.audio_steps, data["train"].audio,
+                                                   data["train"].audio_lengths), data["train"].audio_lengths)
         model.audio_steps.set_statistics(torch.as_tensor(mean, dtype=torch.float32),
                                          torch.as_tensor(std, dtype=torch.float32))
-    trainer = Trainer(config, TrainOptions(max_epochs=options.max_epochs, device="cpu", progress=options.progress,
+    trainer = Trainer(config, TrainOptions(max_epochs=max_epochs(options), device="cpu", progress=options.progress,
                                            trim_padding=True))
     result = trainer.fit(model, MMSADataset(data["train"]), MMSADataset(data["valid"]))
     load_best(model, result)
     round_trained_encoder(model)  # what is committed: the test quality below is the committed model's
     test_out = trainer.predict(model, MMSADataset(data["test"]), desc="test")
     return model, config, result, test_out
+
+
+def centred_audio(steps: AudioSteps, audio: np.ndarray, lengths: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """`audio` as AudioSteps.center leaves it (unchanged when no column is centred)."""
+    if not steps.center_columns:
+        return audio
+    out = np.empty_like(audio)
+    with torch.no_grad():
+        for start in range(0, len(audio), chunk):
+            part = slice(start, start + chunk)
+            out[part] = steps.center(torch.as_tensor(audio[part]), torch.as_tensor(lengths[part])).numpy()
+    return out
+
+
+def max_epochs(options: BuildOptions) -> int:
+    if options.max_epochs is not None:
+        return options.max_epochs
+    return 4 if options.cremad_dir is None else VOICES_MAX_EPOCHS
 
 
 def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, list[VoiceSample]] | None:
@@ -178,6 +207,10 @@ def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, lis
     by_split: dict[Any, list[VoiceSample]] = {}
     for sample in samples:
         by_split.setdefault(sample.clip.split, []).append(sample)
+    if by_split.get("train"):  # the train rows of an epoch: each clip voice_repeat times, some joined
+        by_split["train"] = joined_voices(by_split["train"], extractor, repeat=options.voice_repeat,
+                                          fraction=options.voice_join_fraction,
+                                          max_frames=int(MAX_SPEECH_S * FRAME_RATE_HZ), seed=options.seed)
     return by_split
 
 
@@ -197,7 +230,7 @@ def build(options: BuildOptions) -> BuildReport:
     voices = _voices(options, extractor)
     counts = build_pickle(splits, extractor, pickle_path, spoken_per_corpus=options.spoken_per_corpus,
                           seed=options.seed, workers=options.workers, progress=options.progress,
-                          voices=voices, voice_repeat=options.voice_repeat)
+                          voices=voices)
     seconds["corpus_tts_features"] = round(time.perf_counter() - started, 1)
 
     mark = time.perf_counter()
@@ -253,7 +286,9 @@ def _facts(
                       "another sentence of their corpus and split), and " + (
                           "real voices: CREMA-D (Cao et al. 2014, ODbL/DbCL), 82 actors each reading 12 neutral "
                           "sentences in six emotions, Opus 32 kbps as WebRTC carries it, fixed actor splits; "
-                          f"train clips {options.voice_repeat}x per epoch. Both through the agent's audio features"
+                          f"train clips {options.voice_repeat}x per epoch, {options.voice_join_fraction:.0%} of "
+                          "those rows followed by 1-3 more clips of the same actor and emotion. Both through the "
+                          "agent's audio features"
                           if options.cremad_dir is not None else "no real voice")),
             "voices": _voice_facts(options),
             "vision": "not informed: no labelled faces; always the explicit 'no face' row",
@@ -268,8 +303,11 @@ def _facts(
                               f"std, reads one LSTM step per {AUDIO_STEP_FRAMES} frames (their mean) and has "
                               f"{AUDIO_HIDDEN} LSTM units and {AUDIO_OUT}-wide layers (MMSA: raw frames, 16): "
                               "MMSA's plain audio LSTM learned a constant from these descriptors "
-                              "(docs/selfmm.md section 2.6)" if options.cremad_dir is not None else "")),
-            "max_epochs": options.max_epochs,
+                              "(docs/selfmm.md section 2.6); the CREMA-D rows keep their human audio label instead "
+                              "of a generated one, with loss weight 1 (MMSA: ULGM generates every unimodal label, "
+                              "weight tanh|y_a - y_m|, which is 0 where a voice's label equals the multimodal "
+                              "one; docs/selfmm.md section 4.4)" if options.cremad_dir is not None else "")),
+            "max_epochs": max_epochs(options),
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs,
             "best_valid": result.best_valid,
@@ -302,8 +340,14 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
         "text": ("the sentence the actor read (all twelve are neutral; Whisper transcribes them almost exactly, "
                  "and the gold text spares 6,700 decodes); the bench scores the same clips with Whisper's text"),
         "multimodal_label": "the same voice-perceived valence (the words are neutral, no face was rated)",
-        "unimodal_labels": "generated by ULGM across the whole mixture, as for every sample (MMSA)",
+        "unimodal_labels": ("audio: the voice-only raters' valence (a human unimodal label, kept with loss weight "
+                            "1); text and vision: generated by ULGM, as for every VADER sentence, whose audio "
+                            "label ULGM generates too (ulgm_keep_human_labels, docs/selfmm.md section 4.4)"),
         "train_repeat": options.voice_repeat,
+        "train_join_fraction": options.voice_join_fraction,
+        "joined_rows": ("a train row may be an actor's clips of one intended emotion one after another (frame "
+                        "features concatenated, cut at the 10 s limit; label = the clips' mean, text = their "
+                        "sentences): CREMA-D clips last ~2.5 s, live windows up to 15 s"),
     }
 
 

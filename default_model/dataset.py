@@ -188,7 +188,8 @@ def build_pickle(
         if voices and voices.get(split):
             repeat = voice_repeat if split == "train" else 1
             data[split] = append_voices(data[split], voices[split], repeat=repeat)  # type: ignore[arg-type]
-            counts[f"{split}/cremad"] = {"clips": len(voices[split]), "rows": len(voices[split]) * repeat}
+            counts[f"{split}/cremad"] = {"clips": len({v.clip.name for v in voices[split]}),
+                                         "rows": len(voices[split]) * repeat}
         for s in sentences:
             entry = counts.setdefault(f"{split}/{s.corpus}", {"sentences": 0, "spoken": 0})
             entry["sentences"] += 1
@@ -233,7 +234,7 @@ def append_voices(split: dict[str, object], voices: Sequence[VoiceSample], *, re
                              np.asarray([v.label for v in rows], np.float32)])
     return {
         "raw_text": [*split["raw_text"], *(v.text for v in rows)],  # type: ignore[misc]
-        "id": [*split["id"], *(f"{VOICE_ID_PREFIX}$_${v.clip.name}" for v in rows)],  # type: ignore[misc]
+        "id": [*split["id"], *(f"{VOICE_ID_PREFIX}$_${v.name}" for v in rows)],  # type: ignore[misc]
         "text_bert": text,
         "audio": audio,
         "vision": vision,
@@ -241,7 +242,11 @@ def append_voices(split: dict[str, object], voices: Sequence[VoiceSample], *, re
         "vision_lengths": [*split["vision_lengths"], *(int(v.vision.shape[0]) for v in rows)],  # type: ignore[misc]
         "annotations": ["Positive" if y > 0 else "Negative" if y < 0 else "Neutral" for y in labels],
         "regression_labels": labels,
-        "audio_paired_from": [*split["audio_paired_from"], *(v.clip.name for v in rows)],  # type: ignore[misc]
+        # the voices' human audio label (the voice-only raters'); NaN: none (ULGM generates it)
+        "regression_labels_A": np.concatenate([
+            np.asarray(split.get("regression_labels_A", np.full(n_old, np.nan)), np.float32),
+            np.asarray([v.label for v in rows], np.float32)]),
+        "audio_paired_from": [*split["audio_paired_from"], *(v.name for v in rows)],  # type: ignore[misc]
     }
 
 

@@ -24,6 +24,7 @@ from core.card import (
     ValidationResult,
     Variant,
     describe_graph,
+    pad_to_min_lengths,
 )
 from exporters import quantize
 from exporters.cases import random_cases, real_text_cases, sample_cases
@@ -34,14 +35,15 @@ from exporters.onnx import (
     InferenceGraph,
     InputCase,
     export_graph,
+    graph_input_names,
     input_infos,
     output_infos,
     validate_graph,
 )
+from models.registry import spec_of
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURE = "Self-MM (Yu et al., AAAI 2021) as in MMSA 2.2.1; LSTM state gathered at length-1"
 GRAPH_FILE = "model.onnx"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -82,13 +84,16 @@ class ExportRequest:
     overwrite: bool = False
 
 
-def validation_cases(request: ExportRequest, vocab_size: int) -> list[InputCase]:
+def validation_cases(
+    request: ExportRequest, vocab_size: int, min_lengths: dict[str, int] | None = None
+) -> list[InputCase]:
+    """Random, real-text and sample cases, padded as the agent pads (up to the card's `min_lengths`)."""
     dims = {"audio_dim": request.audio_dim, "vision_dim": request.vision_dim}
     cases = random_cases(vocab_size=vocab_size, text_max_length=request.text_max_length, **dims)
     cases += real_text_cases(request.text_encoder_dir, text_max_length=request.text_max_length, **dims)
     if request.samples is not None:
         cases += sample_cases(request.samples)
-    return cases
+    return [InputCase(case.name, pad_to_min_lengths(case.feeds, min_lengths or {})) for case in cases]
 
 
 def export_bundle(model: nn.Module, request: ExportRequest) -> ModelCard:
@@ -112,11 +117,14 @@ def export_bundle(model: nn.Module, request: ExportRequest) -> ModelCard:
 
 
 def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
+    spec = spec_of(model)
     graph = InferenceGraph(model.eval(), unimodal=request.unimodal_outputs, pack_text=request.pack_text)
     vocab_size = int(model.text_model.model.config.vocab_size)  # type: ignore[union-attr, arg-type]
-    cases = validation_cases(request, vocab_size)
+    min_lengths = spec.min_lengths(model.config)
+    cases = validation_cases(request, vocab_size, min_lengths)
     graph_path = work / GRAPH_FILE
     export_graph(graph, cases[2], graph_path, opset=request.opset)
+    kept = graph_input_names(graph_path)
     validation = validate_graph(graph_path, graph, cases, atol=request.atol)
     variants = []
     if request.fp16:
@@ -131,15 +139,15 @@ def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
         model_id=request.model_id,
         model_version=request.model_version,
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        architecture=ARCHITECTURE,
-        tasks=(request.task,),
+        architecture=spec.architecture,
+        tasks=(graph_task(request.task, graph.output_names),),
         feature_spec=dict(request.feature_spec),
         feature_source=request.feature_source,
         text_encoder=request.text_encoder_dir.name,
         text_max_length=request.text_max_length,
         text_vocab_size=vocab_size,
         tokenizer_files=tokenizer_files,
-        inputs=input_infos(request.audio_dim, request.vision_dim),
+        inputs=tuple(i for i in input_infos(request.audio_dim, request.vision_dim) if i.name in kept),
         outputs=output_infos(graph.output_names),
         opset=request.opset,
         graph=describe_graph(work, GRAPH_FILE),
@@ -150,9 +158,17 @@ def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
         variants=tuple(variants),
         live_scoring_note=request.live_scoring_note,
         text_packed=graph.text_packed,
+        model_name=spec.name,
+        min_lengths=min_lengths,
     )
     card.write(work)
     return card
+
+
+def graph_task(task: TaskInfo, outputs: tuple[str, ...]) -> TaskInfo:
+    """The task as the graph computes it: unimodal outputs the graph lacks (a model without those heads, or an
+    export without them) are not named, so the agent publishes them as null."""
+    return replace(task, unimodal_outputs={k: v for k, v in task.unimodal_outputs.items() if v in outputs})
 
 
 def _fp16_variant(work: Path, fp32_path: Path, cases: list[InputCase]) -> Variant:

@@ -17,6 +17,7 @@ from exporters.bundle import ExportRequest
 from exporters.errors import ExportError
 from models.checkpoint import load_checkpoint, load_mmsa_state_dict
 from models.config import SelfMMConfig
+from models.registry import DEFAULT_MODEL, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def mmsa_export(
 def checkpoint_export(
     checkpoint: Path, *, out_dir: Path, feature_spec: dict[str, Any] | None = None, **options: Any
 ) -> tuple[nn.Module, ExportRequest]:
-    """Our checkpoint directory; the feature spec comes from its metadata unless given explicitly."""
+    """Our checkpoint directory, of any model; the feature spec comes from its metadata unless given explicitly."""
 
     model, config, raw_metadata = load_checkpoint(checkpoint)
     metadata = _checked_metadata(raw_metadata, checkpoint / "metadata.json")
@@ -110,11 +111,11 @@ def checkpoint_export(
     }
     request = ExportRequest(
         out_dir=out_dir,
-        model_id=options.pop("model_id", None) or metadata.get("model_id") or f"selfmm-{config.task}",
+        model_id=options.pop("model_id", None) or metadata.get("model_id") or default_model_id(config),
         model_version=options.pop("model_version", None)
         or metadata.get("model_version")
         or sha256_file(checkpoint / "model.safetensors")[:12],
-        task=TaskInfo(config.task, config.label_min, config.label_max),
+        task=TaskInfo(config.task, config.task_spec.label_min, config.task_spec.label_max),
         feature_spec=dict(spec),
         feature_source="live",
         text_encoder_dir=encoder_dir,
@@ -127,6 +128,12 @@ def checkpoint_export(
         **options,
     )
     return model, request
+
+
+def default_model_id(config: ModelConfig) -> str:
+    """selfmm-sentiment, lmf-sentiment, … (Self-MM's id as before there were other models)."""
+    prefix = "selfmm" if config.model_name == DEFAULT_MODEL else config.model_name
+    return f"{prefix}-{config.task}"
 
 
 class _Metadata(BaseModel):

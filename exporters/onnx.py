@@ -1,4 +1,4 @@
-"""Export Self-MM's inference graph to ONNX and prove it: ONNX Runtime vs torch, explicit atol, typed failure.
+"""Export a model's inference graph to ONNX and prove it: ONNX Runtime vs torch, explicit atol, typed failure.
 
 The export spec is declarative: named inputs/outputs with their dynamic axes (below). Every export ends in
 `validate_graph`, which raises ExportValidationError with the worst difference if any case exceeds atol.
@@ -19,13 +19,13 @@ from torch import nn
 from core.card import GRAPH_INPUTS, INPUT_NAMES, TensorInfo, ValidationResult
 from exporters.errors import ExportError, ExportValidationError
 from exporters.packed_text import PackedBertCLS, can_pack
+from models.registry import UNIMODAL_OUTPUTS, spec_of
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 FP32_ATOL = 1e-4  # ORT vs torch eval on M/T/A/V; measured differences are ~1e-7 (small BERT) to ~1e-5
 MULTIMODAL_OUTPUT = "M"
-UNIMODAL_OUTPUTS = ("T", "A", "V")
 Feeds = dict[str, np.ndarray]
 
 
@@ -38,18 +38,24 @@ class InputCase:
 
 
 class InferenceGraph(nn.Module):
-    """The part of Self-MM that serving needs: M (and T, A, V when asked), nothing for training.
+    """The part of a registered model (models/registry.py) that serving needs: M, and T, A, V when the model
+    has those heads and they are asked for; nothing for training.
 
-    With `pack_text` (and a BERT encoder) the text's [CLS] comes from PackedBertCLS, which skips padded
-    tokens; `reference()` is the same model on MMSA's padded path, which validation compares against."""
+    With `pack_text`, a model that reads only the text's [CLS] (Self-MM) and a BERT encoder, the [CLS] comes
+    from PackedBertCLS, which skips padded tokens; `reference()` is the same model on MMSA's padded path,
+    which validation compares against."""
 
     def __init__(self, model: nn.Module, *, unimodal: bool = True, pack_text: bool = True) -> None:
         super().__init__()
+        spec = spec_of(model)
         self.model = model
+        self.model_name = spec.name
         self.unimodal = unimodal
-        self.output_names = (MULTIMODAL_OUTPUT, *UNIMODAL_OUTPUTS) if unimodal else (MULTIMODAL_OUTPUT,)
+        heads = tuple(head for head in UNIMODAL_OUTPUTS if head in spec.outputs) if unimodal else ()
+        self.output_names = (MULTIMODAL_OUTPUT, *heads)
         encoder = model.text_model.model  # type: ignore[union-attr]
-        self.packed_text = PackedBertCLS(encoder) if pack_text and can_pack(encoder) else None  # type: ignore[arg-type]
+        packable = pack_text and spec.text_cls_only and can_pack(encoder)  # type: ignore[arg-type]
+        self.packed_text = PackedBertCLS(encoder) if packable else None  # type: ignore[arg-type]
 
     @property
     def text_packed(self) -> bool:
@@ -105,6 +111,16 @@ def export_graph(graph: InferenceGraph, example: InputCase, path: Path, *, opset
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
 
 
+def graph_input_names(path: Path) -> tuple[str, ...]:
+    """The inputs the exported graph kept: torch.onnx drops an input the model never reads (MulT, as MMSA's,
+    ignores the audio and vision lengths)."""
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"{path}: ONNX Runtime cannot load the exported graph: {exc}") from exc
+    return tuple(i.name for i in session.get_inputs())
+
+
 def torch_runner(graph: InferenceGraph) -> Callable[[Feeds], dict[str, np.ndarray]]:
     """Reference outputs of the eval-mode torch model for a case."""
     graph.eval()
@@ -124,9 +140,10 @@ def onnx_runner(path: Path, provider: str = "CPUExecutionProvider") -> Callable[
     except Exception as exc:
         raise ExportError(f"{path}: ONNX Runtime cannot load the exported graph: {exc}") from exc
     names = [o.name for o in session.get_outputs()]
+    inputs = [i.name for i in session.get_inputs()]  # the exporter drops inputs a model never reads
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        values = session.run(names, feeds)
+        values = session.run(names, {name: feeds[name] for name in inputs})
         arrays = [np.asarray(v, dtype=np.float32).reshape(-1) for v in values]
         return dict(zip(names, arrays, strict=True))
 

@@ -1,9 +1,10 @@
 """Checkpoints: MMSA `.pth` state dicts (strict, `Model.` prefix) and our own self-describing directories.
 
 Our checkpoint directory:
-    config.json        SelfMMConfig.to_dict() (text_encoder_dir rewritten to ./text_encoder on load)
+    config.json        the model's config, to_dict() (text_encoder_dir rewritten to ./text_encoder on load)
     model.safetensors  the state dict, MMSA names minus `Model.`
-    metadata.json      training metadata: dataset, metrics, informed modalities, seed, versions ...
+    metadata.json      `model_name` (models/registry.py; absent in checkpoints written before it: self_mm) and
+                       training metadata: dataset, metrics, informed modalities, seed, versions ...
     text_encoder/      the encoder's config.json and tokenizer files (no weights: they are in the state dict)
 """
 
@@ -15,15 +16,19 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.card import DEFAULT_MODEL_NAME
 from core.text_input import read_text
 from models.config import SelfMMConfig
 from models.errors import CheckpointError, ModelConfigError
 from models.selfmm import SelfMM
+
+if TYPE_CHECKING:
+    from models.registry import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,7 @@ def _align_position_ids(state: dict[str, torch.Tensor], expected: Mapping[str, t
         state[POSITION_IDS] = expected[POSITION_IDS].clone()
 
 
-def load_state_dict_strict(model: SelfMM, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """load_state_dict(strict=True), but with an error that lists every mismatch."""
     expected = model.state_dict()
     _align_position_ids(state, expected)
@@ -101,7 +106,7 @@ def load_mmsa_state_dict(
     return model.eval()
 
 
-def mmsa_state_dict(model: SelfMM) -> OrderedDict[str, torch.Tensor]:
+def mmsa_state_dict(model: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Our state dict with MMSA's `Model.` prefix (what MMSA's AMIO.load_state_dict expects)."""
     return OrderedDict((MMSA_PREFIX + k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
 
@@ -122,16 +127,16 @@ def _copy_encoder_files(encoder_dir: Path, target: Path) -> None:
 
 
 def save_checkpoint(
-    model: SelfMM, config: SelfMMConfig, path: str | Path, metadata: Mapping[str, Any] | None = None
+    model: torch.nn.Module, config: ModelConfig, path: str | Path, metadata: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write our checkpoint directory (see module docstring); returns its path."""
+    """Write our checkpoint directory of any registered model (see module docstring); returns its path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     _copy_encoder_files(Path(config.text_encoder_dir), path / "text_encoder")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path / "model.safetensors"))
     (path / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    meta = {"format_version": FORMAT_VERSION, **(dict(metadata) if metadata else {})}
+    meta = {"format_version": FORMAT_VERSION, **(dict(metadata) if metadata else {}), "model_name": config.model_name}
     (path / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("saved checkpoint %s", path)
     return path
@@ -150,8 +155,20 @@ def _json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def load_checkpoint(path: str | Path) -> tuple[SelfMM, SelfMMConfig, dict[str, Any]]:
-    """Load our checkpoint directory: (model in eval mode, config, metadata)."""
+def _model_name(metadata: Mapping[str, Any]) -> str:
+    return str(metadata.get("model_name", DEFAULT_MODEL_NAME))
+
+
+def checkpoint_model_name(path: str | Path) -> str:
+    """The model a checkpoint directory holds, from its metadata.json (without loading the weights)."""
+    return _model_name(_json_object(Path(path) / "metadata.json", "checkpoint metadata"))
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
+    """Load our checkpoint directory: (model in eval mode, config, metadata); the model is the one metadata's
+    `model_name` names."""
+    from models.registry import model_spec  # the registry imports the model modules, which import this one
+
     path = Path(path)
     for name in ("config.json", "model.safetensors", "metadata.json"):
         if not (path / name).is_file():
@@ -161,10 +178,14 @@ def load_checkpoint(path: str | Path) -> tuple[SelfMM, SelfMMConfig, dict[str, A
     if (path / "text_encoder" / "config.json").is_file():
         raw_config["text_encoder_dir"] = str(path / "text_encoder")
     try:
-        config = SelfMMConfig.from_dict(raw_config)
+        spec = model_spec(_model_name(metadata))
+    except ModelConfigError as exc:
+        raise CheckpointError(f"{path / 'metadata.json'}: model_name: {exc}") from None
+    try:
+        config = spec.config_from_dict(raw_config)
     except ModelConfigError as exc:
         raise CheckpointError(f"{path / 'config.json'}: {exc}") from None
-    model = SelfMM(config, load_text_weights=False)
+    model = spec.build(config, load_text_weights=False)
     try:
         state = load_file(str(path / "model.safetensors"))
     except Exception as exc:  # safetensors raises its own error types

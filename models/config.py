@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -70,6 +70,8 @@ def encoder_hidden_size(text_encoder_dir: str | Path) -> int:
 class SelfMMConfig:
     """Everything needed to build and train one Self-MM (MMSA names kept where they exist)."""
 
+    model_name: ClassVar[str] = "self_mm"  # models/registry.py
+
     text_encoder_dir: str
     text_out: int  # the encoder's hidden size (768 for BERT-base, 384 for MiniLM)
     audio_dim: int
@@ -90,6 +92,15 @@ class SelfMMConfig:
     # `audio_step_frames` input frames (their masked mean). The defaults are MMSA's plain LSTM input.
     audio_standardize: bool = False
     audio_step_frames: int = 1
+    # ... and subtract from these columns their mean over the sequence's own voiced frames (those whose
+    # `audio_voiced_column` is 1; all valid frames when none is), before standardising: the level and the
+    # cepstral mean then no longer carry the microphone's gain and colouring. Empty = off (MMSA).
+    audio_center_columns: tuple[int, ...] = ()
+    audio_voiced_column: int | None = None
+    # Deviation knob for ULGM (MMSA generates every unimodal label): rows whose dataset carries a finite human
+    # unimodal label (regression_labels_T/A/V) keep it, with loss weight 1; ULGM generates the others
+    # (docs/selfmm.md §4.4). Off = MMSA.
+    ulgm_keep_human_labels: bool = False
     # trainer (commonParams)
     exclude_zero: bool = True
     early_stop: int = 8
@@ -140,6 +151,9 @@ class SelfMMConfig:
             raise ModelConfigError(f"label_min ({self.label_min}) must be below label_max ({self.label_max})")
         if self.finetune_top_layers is not None and self.finetune_top_layers < 1:
             raise ModelConfigError(f"finetune_top_layers must be >= 1 or None, got {self.finetune_top_layers}")
+        bad = [c for c in (*self.audio_center_columns, self.audio_voiced_column or 0) if not 0 <= c < self.audio_dim]
+        if bad:
+            raise ModelConfigError(f"audio column(s) {bad} out of range for audio_dim={self.audio_dim}")
         if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
             # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (docs/selfmm.md §2.3).
             raise ModelConfigError("only 1-layer audio/video LSTMs are supported (as every MMSA config)")

@@ -31,7 +31,7 @@ class MMSASplit:
     audio_lengths: np.ndarray  # int64 [N]
     vision_lengths: np.ndarray  # int64 [N]
     labels: np.ndarray  # float32 [N], regression_labels (y_m)
-    unimodal_labels: dict[str, np.ndarray]  # SIMS only: T/A/V human labels (Self-MM does not use them)
+    unimodal_labels: dict[str, np.ndarray]  # human T/A/V labels where a dataset has them (NaN: none)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -136,6 +136,7 @@ class MMSADataset(Dataset[dict[str, Any]]):
         self._audio = torch.from_numpy(split.audio)
         self._vision = torch.from_numpy(split.vision)
         self._labels = torch.from_numpy(split.labels)
+        self._unimodal = {m: torch.from_numpy(v) for m, v in split.unimodal_labels.items()}
 
     def __len__(self) -> int:
         return len(self.split)
@@ -153,6 +154,7 @@ class MMSADataset(Dataset[dict[str, Any]]):
             "vision": self._vision[index],
             "vision_lengths": int(self.split.vision_lengths[index]),
             "label": self._labels[index],
+            **{f"label_{m}": values[index] for m, values in self._unimodal.items()},  # NaN: no human label
         }
 
 

@@ -103,8 +103,8 @@ class AuViSubNet(nn.Module):
 
 
 class AudioSteps(nn.Module):
-    """Optional audio input stage (docs/selfmm.md §2.6): per-column standardisation, then the masked mean of
-    every `step_frames` consecutive frames as one LSTM step.
+    """Optional audio input stage (docs/selfmm.md §2.6): per-window centring of chosen columns, per-column
+    standardisation, then the masked mean of every `step_frames` consecutive frames as one LSTM step.
 
     Both depend only on a sequence's own valid frames (padding is masked out), so a window scores the same
     alone or zero-padded in a batch. The mean and std are buffers set from the training set
@@ -113,11 +113,20 @@ class AudioSteps(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    center_selected: torch.Tensor
 
-    def __init__(self, dim: int, step_frames: int, standardize: bool) -> None:
+    def __init__(
+        self, dim: int, step_frames: int, standardize: bool,
+        center_columns: tuple[int, ...] = (), voiced_column: int | None = None,
+    ) -> None:
         super().__init__()
         self.step_frames = step_frames
         self.standardize = standardize
+        self.center_columns = tuple(center_columns)
+        self.voiced_column = voiced_column
+        selected = torch.zeros(dim)
+        selected[list(self.center_columns)] = 1.0
+        self.register_buffer("center_selected", selected, persistent=False)  # derived from the config
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
@@ -125,8 +134,22 @@ class AudioSteps(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(torch.clamp(std, min=1e-3))
 
+    def center(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`center_columns` minus their mean over each sequence's voiced frames (valid frames if none)."""
+        frames = x.shape[1]
+        valid = (torch.arange(frames, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # [B, T]
+        weight = valid
+        if self.voiced_column is not None:
+            voiced = valid * (x[..., self.voiced_column] > 0.5).to(x.dtype)
+            has_voiced = (voiced.sum(dim=1, keepdim=True) > 0).to(x.dtype)
+            weight = has_voiced * voiced + (1.0 - has_voiced) * valid
+        mean = (x * weight[..., None]).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)[:, None]  # [B, D]
+        return x - (mean * self.center_selected)[:, None, :] * valid[..., None]
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x: float32 [B, T, D]; lengths: int64 [B] in 1..T
+        if self.center_columns:
+            x = self.center(x, lengths)
         if self.standardize:
             x = (x - self.mean) / self.std
         k = self.step_frames
@@ -167,8 +190,9 @@ class SelfMM(nn.Module):
                 f"text_out={c.text_out} but the encoder in {c.text_encoder_dir} has hidden size {hidden}"
             )
         self.audio_steps = (
-            AudioSteps(c.audio_dim, c.audio_step_frames, c.audio_standardize)
-            if c.audio_standardize or c.audio_step_frames > 1 else None
+            AudioSteps(c.audio_dim, c.audio_step_frames, c.audio_standardize, c.audio_center_columns,
+                       c.audio_voiced_column)
+            if c.audio_standardize or c.audio_step_frames > 1 or c.audio_center_columns else None
         )
         self.audio_model = AuViSubNet(c.audio_dim, c.a_lstm_hidden_size, c.audio_out, c.a_lstm_dropout)
         self.video_model = AuViSubNet(c.vision_dim, c.v_lstm_hidden_size, c.video_out, c.v_lstm_dropout)

@@ -13,7 +13,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,8 +25,11 @@ from models.config import SelfMMConfig
 from models.datasets import model_inputs
 from models.selfmm import SelfMM
 from models.ulgm import MODES, OUTPUT_OF, ULGM
+from models.ulgm_history import LabelHistory
 
 log = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 BERT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
@@ -85,6 +88,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     generated_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    label_history: LabelHistory | None = None  # ULGM's label distributions after each epoch
 
 
 class Trainer:
@@ -120,14 +124,22 @@ class Trainer:
         train_loader = self._loader(train)
         self.ulgm = ulgm = self._new_ulgm(len(train))  # type: ignore[arg-type]
         for batch in self._bar(train_loader, "init labels"):
-            ulgm.init_labels(batch["index"].view(-1).to(self.device), batch["label"].view(-1).to(self.device))
+            indexes = batch["index"].view(-1).to(self.device)
+            ulgm.init_labels(indexes, batch["label"].view(-1).to(self.device))
+            if c.ulgm_keep_human_labels:
+                for mode in ("text", "audio", "vision"):
+                    key = f"label_{OUTPUT_OF[mode]}"
+                    if key in batch:
+                        ulgm.keep_human_labels(mode, indexes, batch[key].view(-1).to(self.device))
 
-        result = FitResult(best_epoch=0, best_valid={"Loss": 1e8}, epochs=0)
+        label_history = LabelHistory.over_range(c.label_min, c.label_max)
+        result = FitResult(best_epoch=0, best_valid={"Loss": 1e8}, epochs=0, label_history=label_history)
         while True:
             result.epochs += 1
             epoch = result.epochs
             started = time.monotonic()
             train_loss, train_metrics = self._train_epoch(model, optimizer, train_loader, epoch)
+            label_history.record(epoch, ulgm.state_dict())
             valid_results = self.evaluate(model, valid, desc=f"epoch {epoch} valid")
             if valid_results["Loss"] <= result.best_valid["Loss"] - 1e-6:
                 result.best_epoch, result.best_valid = epoch, valid_results
@@ -212,8 +224,9 @@ class Trainer:
         return results
 
 
-def load_best(model: SelfMM, result: FitResult) -> SelfMM:
-    """Put the best epoch's weights back into `model` (MMSA reloads its saved file before testing)."""
+def load_best(model: ModelT, result: FitResult) -> ModelT:
+    """Put the best epoch's weights back into `model` (MMSA reloads its saved file before testing); any model
+    (models/train_baseline.py returns the same FitResult)."""
     if result.best_state:
         model.load_state_dict(copy.deepcopy(result.best_state), strict=True)
     return model

@@ -40,6 +40,8 @@ class ULGM:
             for m in MODES
         }
         self.label_map = {m: torch.zeros(n_train, device=device) for m in MODES}  # centred labels
+        # rows whose unimodal label is a human one (ulgm_keep_human_labels): never regenerated, weight 1
+        self.human = {m: torch.zeros(n_train, dtype=torch.bool, device=device) for m in MODES}
         self._warned_empty: set[str] = set()
 
     def init_labels(self, indexes: torch.Tensor, labels_m: torch.Tensor) -> None:
@@ -47,18 +49,30 @@ class ULGM:
         for m in MODES:
             self.label_map[m][indexes] = labels_m.to(self.label_map[m]) - self.label_center
 
+    def keep_human_labels(self, mode: str, indexes: torch.Tensor, labels: torch.Tensor) -> None:
+        """Rows with a finite human `mode` label keep it (NaN = none: ULGM generates that row's label)."""
+        if mode == "fusion":
+            raise ValueError("the fusion label is always the human one")
+        labels = labels.to(self.label_map[mode])
+        known = torch.isfinite(labels)
+        rows = indexes[known]
+        self.label_map[mode][rows] = labels[known] - self.label_center
+        self.human[mode][rows] = True
+
     def targets(self, mode: str, indexes: torch.Tensor) -> torch.Tensor:
         """Current training target of `mode` for the batch, on the task's scale."""
         return self.label_map[mode][indexes] + self.label_center
 
     def weighted_loss(self, pred: torch.Tensor, mode: str, indexes: torch.Tensor) -> torch.Tensor:
-        """mean(w * |pred - target|) with w = 1 for fusion and tanh(|y_s - y_m|) for the unimodal tasks."""
+        """mean(w * |pred - target|) with w = 1 for fusion and tanh(|y_s - y_m|) for the unimodal tasks (1 for a
+        kept human label)."""
         pred = pred.view(-1)
         target = self.targets(mode, indexes).view(-1)
         if mode == "fusion":
             weight = torch.ones_like(pred)
         else:
             weight = torch.tanh(torch.abs(self.label_map[mode][indexes] - self.label_map["fusion"][indexes]))
+            weight = torch.where(self.human[mode][indexes], torch.ones_like(weight), weight)
         return torch.mean(weight * torch.abs(pred - target))
 
     def loss(self, outputs: dict[str, torch.Tensor], indexes: torch.Tensor) -> torch.Tensor:
@@ -102,7 +116,8 @@ class ULGM:
             new = 0.5 * alpha * labels_m + 0.5 * (labels_m + delta_s - delta_f)
             new = torch.clamp(new, min=low, max=high)
             old = self.label_map[mode][indexes]
-            self.label_map[mode][indexes] = (n - 1) / (n + 1) * old + 2 / (n + 1) * new
+            updated = (n - 1) / (n + 1) * old + 2 / (n + 1) * new
+            self.label_map[mode][indexes] = torch.where(self.human[mode][indexes], old, updated)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Generated labels on the task scale (for saving with a run's results)."""

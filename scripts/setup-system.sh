@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # System packages, per make flavour (no argument: test):
 #   demo  espeak-ng: speaks the demo's sample call (cli/sample_call.py) and the default model's training data
-#   test  the same, plus headless Chromium for the real-browser test (tests/browser)
+#   test  the same, plus headless Chromium for the real-browser test (tests/browser) and HAProxy for the cluster
+#         rehearsal (tests/live/test_cluster_rehearsal.py)
 # Installs only what is missing; needs root (or sudo) when it does. The distribution is read from
 # /etc/os-release (OS_RELEASE overrides the path, for tests); `--print` says what would be installed and how,
 # without installing.
-#   Debian (and derivatives that are not Ubuntu's): apt packages espeak-ng, chromium.
+#   Debian (and derivatives that are not Ubuntu's): apt packages espeak-ng, chromium, haproxy.
 #   Ubuntu (and its derivatives): espeak-ng from apt. Ubuntu's `chromium-browser` deb only installs the snap,
 #     whose confinement (private /tmp, no files outside $HOME) keeps it from reading the test's fake camera and
 #     microphone files, so Chromium comes from Playwright instead (`playwright install --with-deps chromium`, in
@@ -49,6 +50,7 @@ if [ "$profile" = test ]; then
             *) chromium_from=missing; chromium_plan=missing ;;
         esac
     fi
+    command -v haproxy >/dev/null 2>&1 || apt_packages+=(haproxy)
 fi
 
 if [ "$print_only" -eq 1 ]; then

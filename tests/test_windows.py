@@ -69,10 +69,7 @@ def voiced_regions(segments: list[tuple[str, float]], origin_s: float = 0.0) -> 
 
 
 def chunks(samples: np.ndarray, size: int, start_s: float = 0.0) -> list[AudioChunk]:
-    return [
-        AudioChunk(start_s=start_s + i / RATE, samples=samples[i : i + size])
-        for i in range(0, len(samples), size)
-    ]
+    return [AudioChunk(start_s=start_s + i / RATE, samples=samples[i : i + size]) for i in range(0, len(samples), size)]
 
 
 def run(windower: Windower, items: list[AudioChunk | VideoFrame]) -> list[Window]:
@@ -289,6 +286,18 @@ def test_one_shared_vad_serves_many_streams() -> None:
         out_a += a.push(ca)
         out_b += b.push(cb)
     assert len(out_a + a.flush()) == 1 and out_b + b.flush() == []
+
+
+def test_a_reconnect_restarts_seq_under_its_own_session_id() -> None:
+    """The identity a consumer deduplicates by, (key, session, seq), differs between two sessions of one
+    participant that send the same audio, though key and seqs are the same."""
+    audio = signal([("speech", 1.5), ("silence", 1.0), ("speech", 1.5), ("silence", 1.0)])
+    sessions = [StreamId("call-1", "patient-1", "patient", session_id=sid) for sid in ("a1b2", "c3d4")]
+    first, second = (run(Windower(stream, settings(), EnergyVad()), chunks(audio, 800)) for stream in sessions)
+    assert [w.seq for w in first] == [w.seq for w in second] == [0, 1]
+    assert {w.stream.key for w in first + second} == {"call-1/patient-1"}
+    identities = {(w.stream.key, w.stream.session_id, w.seq) for w in first + second}
+    assert len(identities) == 4
 
 
 # -- fixed mode ----------------------------------------------------------------------------------------------

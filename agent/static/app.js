@@ -1,12 +1,17 @@
 // affectstream browser client: camera + microphone over WHIP, live score timeline over Server-Sent Events.
-// Plain standard APIs (getUserMedia, RTCPeerConnection, fetch, EventSource, canvas): no build step, no CDN.
-// The page's state is exposed as `window.affectstream` (tests read it; so can a curious user).
+// Plain standard APIs (getUserMedia, RTCPeerConnection, fetch, streams, canvas): no build step, no CDN.
+// The page's state is exposed as `window.affectstream` (tests read it; so can a curious user); tokens are not.
+// Tokens come in the URL's fragment, `#token=…&view_token=…`, which the browser never sends to a server (so no
+// access log holds them), and leave it at once; they travel only as bearer headers.
 "use strict";
 
 (() => {
   const ICE_GATHERING_TIMEOUT_MS = 5000; // WHIP here has no trickle ICE: candidates travel in the offer
   const TABLE_ROWS = 12;
-  const FIELDS = ["call_id", "participant_id", "role", "token"];
+  const FEED_RETRY_MS = 2000;
+  const IDENTITY = ["call_id", "participant_id", "role"]; // from the query string
+  const TOKENS = ["token", "view_token"]; // from the fragment: publisher (WHIP), viewer (the score feed)
+  const FIELDS = [...IDENTITY, ...TOKENS];
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -16,26 +21,38 @@
     sessionUrl: null,
     deleteStatus: null, // what the agent answered to the last Stop (WHIP DELETE)
     feed: "closed", // closed | connecting | open | error
+    feedError: null, // why the agent refused the feed (401/403), if it did
     scores: [], // every score message of the current stream, in arrival order
   };
   window.affectstream = state;
 
   let pc = null;
   let media = null;
-  let feed = null;
-  let token = "";
+  let feed = null; // the AbortController of the open score feed
+  let token = ""; // publisher token: WHIP POST and DELETE
+  let viewToken = ""; // viewer token: the score feed (a development token may do both)
+  const seen = new Set(); // windows shown: the feed delivers at least once, and a reconnect repeats its backlog
 
   // -- form -------------------------------------------------------------------------------------------------
   function prefill() {
     const params = new URLSearchParams(window.location.search);
-    for (const name of FIELDS) {
+    for (const name of IDENTITY) {
       if (params.has(name)) $(name).value = params.get(name);
     }
     if (params.get("camera") === "0") $("camera").checked = false;
-    if (params.has("token")) { // keep the token out of the address bar, history and bookmarks
-      params.delete("token");
+    const fragment = new URLSearchParams(window.location.hash.slice(1));
+    for (const name of TOKENS) {
+      if (fragment.has(name)) $(name).value = fragment.get(name);
+    }
+    const queryToken = TOKENS.some((name) => params.has(name));
+    for (const name of TOKENS) params.delete(name);
+    if (queryToken || window.location.hash) { // out of the address bar, history and bookmarks
       const query = params.toString();
       window.history.replaceState(null, "", window.location.pathname + (query ? `?${query}` : ""));
+    }
+    if (queryToken) { // it was sent to the server already: not used, and the person is told why
+      state.error = "a token in the query string is not used: pass it after # (#token=…), which stays in the browser";
+      setStatus("error", state.error);
     }
   }
 
@@ -122,6 +139,7 @@
     if (!$("stream-form").reportValidity()) return;
     const who = identity();
     token = $("token").value.trim();
+    viewToken = $("view_token").value.trim() || token;
     state.error = null;
     state.sessionUrl = null;
     setStatus("starting", "asking for camera and microphone");
@@ -192,27 +210,83 @@
     $("preview").srcObject = null;
   }
 
-  // -- score feed ----------------------------------------------------------------------------------------
+  // -- score feed: Server-Sent Events read with fetch (EventSource cannot send a bearer header) -----------
   function openFeed(who) {
-    if (feed) feed.close();
+    if (feed) feed.abort();
     state.scores = [];
+    state.feedError = null;
+    seen.clear();
     render();
     const path = `streams/${encodeURIComponent(who.call_id)}/${encodeURIComponent(who.participant_id)}/scores`;
-    const url = new URL(path, document.baseURI);
-    url.searchParams.set("token", token); // EventSource cannot send an Authorization header
-    state.feed = "connecting";
-    feed = new EventSource(url);
-    feed.addEventListener("open", () => { state.feed = "open"; });
-    feed.addEventListener("error", () => { state.feed = feed.readyState === 2 ? "error" : "connecting"; });
-    feed.addEventListener("score", (event) => {
+    feed = new AbortController();
+    readFeed(new URL(path, document.baseURI), viewToken, feed.signal);
+  }
+
+  async function readFeed(url, credential, signal) {
+    while (!signal.aborted) {
+      state.feed = "connecting";
       try {
-        state.scores.push(JSON.parse(event.data));
+        const response = await fetch(url, {
+          headers: { Authorization: `Bearer ${credential}`, Accept: "text/event-stream" }, cache: "no-store", signal,
+        });
+        if (response.status === 401 || response.status === 403) { // retrying does not make a token valid
+          state.feed = "error";
+          state.feedError = `${response.status}: ${(await response.text()).trim().slice(0, 200)}`;
+          console.warn(`affectstream: score feed refused (${state.feedError})`);
+          return;
+        }
+        if (!response.ok || !response.body) throw new Error(`score feed answered ${response.status}`);
+        state.feed = "open";
+        await readEvents(response.body);
       } catch (error) {
-        console.warn("affectstream: unreadable score event", error);
-        return;
+        if (signal.aborted) return;
+        console.warn("affectstream: score feed interrupted, reconnecting", error);
       }
-      render();
-    });
+      if (signal.aborted) return;
+      state.feed = "connecting";
+      await new Promise((resolve) => setTimeout(resolve, FEED_RETRY_MS));
+    }
+  }
+
+  async function readEvents(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        onEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  }
+
+  function onEvent(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue; // a comment: connected, heartbeat
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") event = value;
+      if (field === "data") data.push(value);
+    }
+    if (event !== "score" || !data.length) return;
+    let message;
+    try {
+      message = JSON.parse(data.join("\n"));
+    } catch (error) {
+      console.warn("affectstream: unreadable score event", error);
+      return;
+    }
+    const id = JSON.stringify([message.stream && message.stream.key, message.session ?? null, message.seq]);
+    if (seen.has(id)) return;
+    seen.add(id);
+    state.scores.push(message);
+    render();
   }
 
   function render() {

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         int8: Annotated[bool, typer.Option(help="also write the int8 graph for CPU")] = True,
         overwrite: Annotated[bool, typer.Option(help="replace an existing bundle directory")] = False,
     ) -> None:
-        """Export a Self-MM to ONNX, validate it against torch, write model.onnx + tokenizer + card.json."""
+        """Export a model (Self-MM, LMF, TFN, MulT) to ONNX, validate it against torch, write model.onnx +
+        tokenizer + card.json."""
 
         build_settings()
         # torch-side (train extra): imported here so that serving, which has no torch, can still load the CLI
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
         card = export_bundle(model, request)
         worst = card.validation.max_abs_diff.get("M", 0.0)
         typer.echo(
-            f"{out}: {card.model_id} {card.model_version}, M within {worst:.2g} of torch "
+            f"{out}: {card.model_name} {card.model_id} {card.model_version}, M within {worst:.2g} of torch "
             f"(atol {card.validation.atol:g}); graphs: fp32" + "".join(f", {v.name}" for v in card.variants)
         )
         if card.feature_source != "live":

@@ -38,7 +38,8 @@ def build(
     work_dir: Annotated[Path, typer.Option(help="scratch space for the dataset pickle")] = Path(
         ".affectstream/build/default-model"
     ),
-    max_epochs: Annotated[int, typer.Option(min=1, help="cap on training epochs")] = 4,
+    max_epochs: Annotated[
+        int | None, typer.Option(min=1, help="cap on training epochs (default: 4; 3 with --voices)")] = None,
     sentences_per_corpus: Annotated[
         int | None, typer.Option(min=1, help="use only N sentences per corpus and split (quick runs)")
     ] = None,

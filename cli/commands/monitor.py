@@ -1,7 +1,8 @@
-"""`affectstream monitor --rules rules.yaml`: the alert monitor, until SIGINT/SIGTERM."""
+"""`affectstream monitor --rules rules.yaml`: the alert monitor and its probes, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from agent.monitor import Monitor
+from agent.monitor_http import run_monitor_service
 from agent.rules import load_rules
 from cli.options import build_settings
 from core.errors import ConfigError
@@ -24,12 +26,11 @@ def register(app: typer.Typer) -> None:
         rules: Annotated[
             Path | None, typer.Option(help="alert rules YAML (default: monitor.rules_path setting)")
         ] = None,
-        group_id: Annotated[
-            str | None, typer.Option(help="consumer group (default: monitor.group_id)")
-        ] = None,
+        group_id: Annotated[str | None, typer.Option(help="consumer group (default: monitor.group_id)")] = None,
         check: Annotated[bool, typer.Option(help="validate the rules file and exit")] = False,
     ) -> None:
-        """Apply alert rules to affect.scores and publish one alert per episode to affect.alerts."""
+        """Apply alert rules to affect.scores and publish one alert per episode to affect.alerts; serve
+        /healthz, /readyz and /metrics on monitor.host:monitor.port."""
 
         settings = build_settings()
         rules_path = rules or settings.monitor.rules_path
@@ -44,4 +45,4 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        Monitor(settings.kafka, settings.monitor, loaded).run(stop)
+        asyncio.run(run_monitor_service(Monitor(settings.kafka, settings.monitor, loaded), settings.monitor, stop))

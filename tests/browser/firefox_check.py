@@ -142,7 +142,7 @@ async def test_firefox_page_receives_scores(firefox: str, tiny_live_bundle: Path
             server = AgentServer(settings, runtime)
             url = await server.start()
             try:
-                query = f"call_id=firefox-check&participant_id=p1&role=patient&token={token}"
+                query = f"call_id=firefox-check&participant_id=p1&role=patient#token={token}"  # the fragment
                 assert await drive(firefox, f"{url}/?{query}", workdir) == 0, "no scores reached the page"
             finally:
                 await server.close()

@@ -36,12 +36,13 @@ from agent.loopback import configure_loopback, current_mode
 from agent.runtime import open_runtime
 from agent.server import AgentServer
 from agent.settings import Settings
+from agent.tokens import mint_for
 from cli.demo import read_scores
 from core.types import StreamId
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-TOKEN = secrets.token_urlsafe(16)
+SECRET = secrets.token_urlsafe(32)  # the agent's ingest.token_secret: the page gets scoped tokens, as in production
 WINDOWS_WHILE_LIVE = 2
 TABLE_ROWS = 12  # the page shows the last 12 windows
 HTTPS_HOST = "agent.test"  # not loopback: Chromium resolves it to 127.0.0.1 (--host-resolver-rules)
@@ -72,7 +73,7 @@ def _settings(bootstrap_servers: str, bundle: Path, spool_dir: Path, origin: Ori
     return base.model_copy(update={
         "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers}),
         "ingest": base.ingest.model_copy(
-            update={"port": 0, "tokens": [SecretStr(TOKEN)], "ice_loopback": "only", **tls}
+            update={"port": 0, "token_secret": SecretStr(SECRET), "ice_loopback": "only", **tls}
         ),
         "publish": base.publish.model_copy(update={"spool_dir": spool_dir}),
         "scoring": base.scoring.model_copy(
@@ -140,7 +141,7 @@ async def _wait_metric(
 
 
 def _essentials(messages: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """What the page and Kafka must agree on (produced_at differs: the feed builds its own message)."""
+    """What the page and Kafka must agree on."""
     return [
         (m["stream"]["call_id"], m["stream"]["participant_id"], m["seq"], m["start_s"], m["end_s"], m["shed"],
          tuple((s["task"], s["m"], s["t"], s["a"], s["v"]) for s in m["scores"]))
@@ -170,8 +171,10 @@ async def _browser_session(
     settings: Settings, stream: StreamId, chromium_path: str, capture: list[str], profile_dir: Path, origin: Origin
 ) -> Observed:
     """Start the agent, let Chromium stream through the page until 2 windows are scored, stop, collect."""
-    query = urlencode({"call_id": stream.call_id, "participant_id": stream.participant_id,
-                       "role": stream.role, "token": TOKEN})
+    query = urlencode({"call_id": stream.call_id, "participant_id": stream.participant_id, "role": stream.role})
+    # the tokens in the fragment, which the browser never sends: a publisher's of this participant, a viewer's
+    publisher = mint_for(SECRET, "publisher", stream.call_id, stream.participant_id, role=stream.role, ttl_s=600)
+    fragment = urlencode({"token": publisher, "view_token": mint_for(SECRET, "viewer", stream.call_id, ttl_s=600)})
     async with open_runtime(settings) as runtime:
         server = AgentServer(settings, runtime)
         base = await server.start()
@@ -179,9 +182,9 @@ async def _browser_session(
         try:
             before = await _metrics(base, tls)
             async with Chromium.launch(chromium_path, profile_dir, [*capture, *origin.chromium_args()]) as browser:
-                page = await browser.open(f"{origin.page_url(base)}/?{query}")
+                page = await browser.open(f"{origin.page_url(base)}/?{query}#{fragment}")
                 await page.wait_for("document.readyState === 'complete' && !!window.affectstream", 15)
-                address_bar_query = await page.evaluate("window.location.search")
+                address_bar_query = await page.evaluate("window.location.search + window.location.hash")
                 page_origin = await page.evaluate("[window.location.protocol, window.isSecureContext]")
                 await page.evaluate("document.getElementById('start').click()")
                 await _wait_status(page, "live", 30)
@@ -241,6 +244,7 @@ async def test_chromium_streams_camera_and_microphone_and_shows_the_scores(
     # the same windows with the same scores on Kafka and on the page
     assert on_kafka, "no score of the browser's stream arrived on Kafka"
     assert _essentials(seen.on_page) == _essentials(on_kafka)
+    assert sorted(seen.on_page, key=lambda m: m["seq"]) == on_kafka  # the feed's messages are Kafka's own
     assert [m["seq"] for m in on_kafka] == list(range(len(on_kafka)))
     assert len(on_kafka) >= WINDOWS_WHILE_LIVE
     # utterances closed by silence; the page's Stop (WHIP DELETE) flushed the one in progress, if any
@@ -280,8 +284,10 @@ async def test_chromium_streams_camera_and_microphone_and_shows_the_scores(
     assert after["affectstream_spool_messages"] == 0  # everything reached the broker
     assert seen.static == {"app.js": (200, "text/javascript"), "chart.js": (200, "text/javascript"),
                            "style.css": (200, "text/css"), "nope.txt": (404, ""),
-                           "feed without token": (401, ""), "feed with a wrong token": (403, "")}
-    # the page took the token from its URL and removed it from the address bar
+                           "feed without token": (401, ""), "feed with a wrong token": (401, ""),
+                           "feed with the token in its URL": (401, ""),
+                           "feed with another call's viewer token": (403, "")}
+    # the page took the tokens from its URL's fragment and removed them from the address bar
     assert seen.address_bar_query == "?" + urlencode(
         {"call_id": stream.call_id, "participant_id": stream.participant_id, "role": stream.role}
     )
@@ -294,14 +300,18 @@ def _latency_count(stage: str) -> str:
 async def _http_probes(
     base_url: str, client_ssl: ssl.SSLContext | bool, stream: StreamId
 ) -> dict[str, tuple[int, str]]:
-    """Status and content type of the page's assets, a missing asset, and the score feed without a token."""
+    """Status and content type of the page's assets, a missing asset, and the score feed with wrong credentials."""
     feed = f"{base_url}/streams/{stream.call_id}/{stream.participant_id}/scores"
-    urls = {name: f"{base_url}/static/{name}" for name in ("app.js", "chart.js", "style.css", "nope.txt")}
-    urls.update({"feed without token": feed, "feed with a wrong token": f"{feed}?token=wrong"})
+    viewer = mint_for(SECRET, "viewer", stream.call_id, ttl_s=60)
+    urls = {name: (f"{base_url}/static/{name}", "") for name in ("app.js", "chart.js", "style.css", "nope.txt")}
+    urls.update({"feed without token": (feed, ""), "feed with a wrong token": (feed, "wrong"),
+                 "feed with the token in its URL": (f"{feed}?token={viewer}", ""),
+                 "feed with another call's viewer token": (feed, mint_for(SECRET, "viewer", "other", ttl_s=60))})
     found: dict[str, tuple[int, str]] = {}
     async with aiohttp.ClientSession() as http:
-        for name, url in urls.items():
-            async with http.get(url, ssl=client_ssl) as response:
+        for name, (url, token) in urls.items():
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.get(url, ssl=client_ssl, headers=headers) as response:
                 found[name] = (response.status, response.content_type if response.status == 200 else "")
     return found
 

@@ -103,9 +103,7 @@ def console_scripts() -> dict[str, str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 
 
-def render_chart(
-    values: dict[str, Any] | None = None, values_file: str | None = None
-) -> list[dict[str, Any]]:
+def render_chart(values: dict[str, Any] | None = None, values_file: str | None = None) -> list[dict[str, Any]]:
     """Render the chart with Helm (the real Helm SDK, offline) and return its manifests."""
     import helm_python as helm
 
@@ -141,3 +139,50 @@ def one(manifests: list[dict[str, Any]], kind: str, name_suffix: str = "") -> di
     found = [m for m in by_kind(manifests, kind) if m["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, f"expected one {kind} named *{name_suffix}, got {len(found)}"
     return found[0]
+
+
+def workloads(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifests that run pods: the agent's StatefulSet and the monitor's Deployment."""
+    return [m for m in manifests if m["kind"] in ("StatefulSet", "Deployment")]
+
+
+def agent_workload(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(manifests, "StatefulSet", "-agent")
+
+
+def monitor_workload(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(manifests, "Deployment", "-monitor")
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+_DEPENDENT_VAR = re.compile(r"\$\((\w+)\)")
+
+
+def container_env(
+    manifests: list[dict[str, Any]], container: dict[str, Any], secrets: dict[str, dict[str, str]], pod_name: str
+) -> dict[str, str]:
+    """A container's environment as Kubernetes would give it: ConfigMaps from envFrom, then env entries (Secret
+    keys, the downward API's pod name, `$(VAR)` of earlier entries expanded)."""
+    configmaps = {m["metadata"]["name"]: m.get("data", {}) for m in by_kind(manifests, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = _DEPENDENT_VAR.sub(lambda m: env.get(m[1], m[0]), entry["value"])
+            continue
+        source = entry["valueFrom"]
+        if "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name", entry
+            env[entry["name"]] = pod_name
+            continue
+        ref = source["secretKeyRef"]
+        data = secrets.get(ref["name"], {})
+        if ref["key"] in data:
+            env[entry["name"]] = data[ref["key"]]
+        else:
+            assert ref.get("optional"), f"{entry['name']}: key {ref['key']} missing from Secret {ref['name']}"
+    return env

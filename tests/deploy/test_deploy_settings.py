@@ -13,17 +13,21 @@ from deploy_support import (
     ENV_NAME,
     REPO,
     SPECIAL_ENV_NAMES,
+    agent_workload,
     by_kind,
     cli_group,
     compose,
     console_scripts,
+    container_env,
     deploy_files,
     final_env,
     interpolate,
-    one,
+    monitor_workload,
+    pod_spec,
     render_chart,
     settings_path,
     stages,
+    workloads,
 )
 
 
@@ -106,23 +110,30 @@ def test_compose_environment_builds_valid_settings(service, settings_from_env):
         assert settings.monitor.rules_path == Path("/etc/affectstream/rules.yaml")
 
 
-def _container_env(manifests, container, secrets):
-    """A container's environment as Kubernetes would give it: ConfigMaps from envFrom, then env entries."""
-    configmaps = {m["metadata"]["name"]: m.get("data", {}) for m in by_kind(manifests, "ConfigMap")}
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        env.update(configmaps[source["configMapRef"]["name"]])
-    for entry in container.get("env", []):
-        if "value" in entry:
-            env[entry["name"]] = entry["value"]
-            continue
-        ref = entry["valueFrom"]["secretKeyRef"]
-        data = secrets.get(ref["name"], {})
-        if ref["key"] in data:
-            env[entry["name"]] = data[ref["key"]]
-        else:
-            assert ref.get("optional"), f"{entry['name']}: key {ref['key']} missing from Secret {ref['name']}"
-    return env
+def _duration_s(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in sorted(units, key=len, reverse=True):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * units[unit]
+    return float(value)
+
+
+@pytest.mark.parametrize("service", ["agent", "agent-gpu"])
+def test_compose_agents_get_time_to_drain(service, settings_from_env):
+    spec = compose()["services"][service]
+    env = {k: interpolate(str(v), {"INGEST_TOKENS": "tok"}) for k, v in spec["environment"].items()}
+    drain = settings_from_env(env).ingest.drain_timeout_s
+    # Docker kills after stop_grace_period (10 s by default): the drain and the last windows' publish fit in it.
+    assert _duration_s(spec["stop_grace_period"]) >= drain + 30
+    assert any(v.endswith(":/var/lib/affectstream") for v in spec["volumes"])  # the spool on a named volume
+
+
+def test_compose_monitor_health_check_probes_its_own_port(settings_from_env):
+    spec = compose()["services"]["monitor"]
+    settings = settings_from_env({k: interpolate(str(v), {}) for k, v in spec["environment"].items()})
+    assert settings.monitor.host == "0.0.0.0"
+    assert f"127.0.0.1:{settings.monitor.port}/healthz" in " ".join(spec["healthcheck"]["test"])
+    assert any(mapping.split(":")[-1] == str(settings.monitor.port) for mapping in spec["ports"])
 
 
 @pytest.mark.parametrize("values_file", ["gpu-values.yaml", "cpu-values.yaml"])
@@ -131,13 +142,21 @@ def test_chart_environment_builds_valid_settings(values_file, settings_from_env)
     secrets = {m["metadata"]["name"]: m.get("stringData", {}) for m in by_kind(manifests, "Secret")}
     if not secrets:  # secrets.existingSecret: stand in for the Secret the operator creates
         secrets = {"affectstream-credentials": {"ingest-tokens": "op-token"}}
-    agent = one(manifests, "Deployment", "-agent")["spec"]["template"]["spec"]["containers"][0]
-    settings = settings_from_env(_container_env(manifests, agent, secrets))
+    agent_set = agent_workload(manifests)
+    agent = pod_spec(agent_set)["containers"][0]
+    pod_name = agent_set["metadata"]["name"] + "-0"
+    settings = settings_from_env(container_env(manifests, agent, secrets, pod_name))
     assert settings.ingest.host == "0.0.0.0"
     assert [p["containerPort"] for p in agent["ports"] if p["name"] == "http"] == [settings.ingest.port]
-    assert settings.ingest.tokens
+    headless = agent_set["spec"]["serviceName"]
+    assert settings.ingest.public_url == f"http://{pod_name}.{headless}.affect.svc.cluster.local:{settings.ingest.port}"
+    assert pod_spec(agent_set)["terminationGracePeriodSeconds"] > settings.ingest.drain_timeout_s
+    if values_file == "cpu-values.yaml":
+        assert [t.get_secret_value() for t in settings.ingest.tokens] == ["op-token"]
     if values_file == "gpu-values.yaml":
-        assert [t.get_secret_value() for t in settings.ingest.tokens] == ["test-token-1", "test-token-2"]
+        assert settings.ingest.token_secret is not None
+        assert settings.ingest.token_secret.get_secret_value() == "test-token-secret-0123456789abcdef"
+        assert settings.ingest.tokens == []
         assert settings.kafka.security_protocol == "SASL_PLAINTEXT"
         assert settings.kafka.sasl_password is not None
         assert settings.kafka.sasl_password.get_secret_value() == "test-sasl-password"
@@ -146,10 +165,14 @@ def test_chart_environment_builds_valid_settings(values_file, settings_from_env)
         assert settings.ingest.ice_username == "affectstream"
         assert settings.ingest.ice_credential is not None
         assert settings.ingest.ice_credential.get_secret_value() == "test-turn-credential"
-        monitor = one(manifests, "Deployment", "-monitor")["spec"]["template"]["spec"]["containers"][0]
-        monitor_settings = settings_from_env(_container_env(manifests, monitor, secrets))
+        monitor = pod_spec(monitor_workload(manifests))["containers"][0]
+        monitor_settings = settings_from_env(container_env(manifests, monitor, secrets, "monitor-pod"))
         assert monitor_settings.kafka.sasl_username == "affectstream"
         assert monitor_settings.monitor.rules_path == Path("/etc/affectstream/rules.yaml")
+        assert [p["containerPort"] for p in monitor["ports"] if p["name"] == "metrics"] == [
+            monitor_settings.monitor.port
+        ]
+        assert monitor_settings.monitor.host == "0.0.0.0"
 
 
 # --- entrypoint and commands -------------------------------------------------------------------------------
@@ -178,9 +201,9 @@ def _invocations() -> list[tuple[str, list[str]]]:
         if "command" in service:
             found.append((f"compose {name}", list(service["command"])))
     for values_file in ("gpu-values.yaml", "cpu-values.yaml"):
-        for deployment in by_kind(render_chart(values_file=values_file), "Deployment"):
-            for container in deployment["spec"]["template"]["spec"]["containers"]:
-                found.append((f"chart {deployment['metadata']['name']}", list(container["args"])))
+        for workload in workloads(render_chart(values_file=values_file)):
+            for container in pod_spec(workload)["containers"]:
+                found.append((f"chart {workload['metadata']['name']}", list(container["args"])))
     return [(where, [arg.strip('",') for arg in argv]) for where, argv in found]
 
 
@@ -189,9 +212,7 @@ def test_deploy_files_run_serve_and_monitor():
     assert {"serve", "monitor", "model"} <= commands
 
 
-@pytest.mark.parametrize(
-    ("where", "argv"), [pytest.param(w, a, id=f"{w}: {' '.join(a)}") for w, a in _invocations()]
-)
+@pytest.mark.parametrize(("where", "argv"), [pytest.param(w, a, id=f"{w}: {' '.join(a)}") for w, a in _invocations()])
 def test_deployed_commands_are_real_cli_commands(where, argv):
     group = cli_group()
     command = group.commands.get(argv[0])

@@ -155,12 +155,12 @@ def test_each_flavour_has_a_stamp_and_the_test_flavour_builds_on_the_demo_flavou
     ("os_release", "profile", "apt", "chromium"),
     [
         ("ID=debian\nVERSION_ID=12\n", "demo", "espeak-ng", "not needed"),
-        ("ID=debian\nVERSION_ID=12\n", "test", "espeak-ng chromium", "apt"),
+        ("ID=debian\nVERSION_ID=12\n", "test", "espeak-ng chromium haproxy", "apt"),
         ("ID=ubuntu\nID_LIKE=debian\n", "demo", "espeak-ng", "not needed"),
-        ("ID=ubuntu\nID_LIKE=debian\n", "test", "espeak-ng python3-venv", "playwright"),
-        ('ID=linuxmint\nID_LIKE="ubuntu debian"\n', "test", "espeak-ng python3-venv", "playwright"),
-        ("ID=raspbian\nID_LIKE=debian\n", "test", "espeak-ng chromium", "apt"),
-        ("ID=fedora\n", "test", "espeak-ng", "missing"),
+        ("ID=ubuntu\nID_LIKE=debian\n", "test", "espeak-ng python3-venv haproxy", "playwright"),
+        ('ID=linuxmint\nID_LIKE="ubuntu debian"\n', "test", "espeak-ng python3-venv haproxy", "playwright"),
+        ("ID=raspbian\nID_LIKE=debian\n", "test", "espeak-ng chromium haproxy", "apt"),
+        ("ID=fedora\n", "test", "espeak-ng haproxy", "missing"),
     ],
 )
 def test_system_setup_reads_the_distribution_and_only_the_test_flavour_wants_chromium(
@@ -187,7 +187,7 @@ def test_system_setup_refuses_an_unsupported_distribution_with_what_to_install(t
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 1
-    assert "unsupported distribution 'fedora'" in result.stderr and "espeak-ng chromium" in result.stderr
+    assert "unsupported distribution 'fedora'" in result.stderr and "espeak-ng haproxy chromium" in result.stderr
 
 
 # --- serving without the extras: a one-line error, not a traceback -----------------------------------------------

@@ -70,7 +70,7 @@ async def _send_bad_requests(server: WhipServer, url: str, collector: Collector)
         assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
         assert (await post(http, target, offer, headers={"Authorization": f"Basic {TOKEN}"})).status == 401
         wrong = await post(http, target, offer, headers=auth("not-the-token"))
-        assert wrong.status == 403 and "WWW-Authenticate" not in wrong.headers
+        assert wrong.status == 401 and 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
         assert (await post(http, target, offer, content_type="text/plain")).status == 415
         assert (await post(http, target, offer + "a=x-padding:" + "x" * 4096 + "\r\n")).status == 413
         garbage = await post(http, target, os.urandom(600))
@@ -111,10 +111,8 @@ async def _send_bad_requests(server: WhipServer, url: str, collector: Collector)
         headers = {"X-Call-Id": "call-9", "X-Participant-Id": "hdr", "X-Role": "clinician"}
         accepted = await post(http, url, await peer.offer(), headers=headers)
         assert accepted.status == 201 and accepted.headers["Content-Type"].startswith("application/sdp")
-        assert accepted.headers["Location"].startswith("/whip/") and "a=fingerprint" in accepted.text
-        async with http.delete(
-            url + accepted.headers["Location"][len("/whip") :], headers=auth()
-        ) as response:
+        assert accepted.headers["Location"].startswith(f"{url}/") and "a=fingerprint" in accepted.text
+        async with http.delete(accepted.headers["Location"], headers=auth()) as response:
             assert response.status == 200
         await peer.pc.close()
         hdr = await collector.ended("call-9/hdr")

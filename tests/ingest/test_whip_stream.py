@@ -137,7 +137,7 @@ async def test_stream_command_sends_a_file(whip_server: ServerFactory) -> None:
         *command, "wrong", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2 and "403" in err.decode()
+    assert process.returncode == 2 and "401" in err.decode()
 
 
 async def test_lost_packets_become_silence_and_media_time_stays_true(whip_server: ServerFactory) -> None:

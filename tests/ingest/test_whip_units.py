@@ -99,9 +99,9 @@ async def test_slow_consumer_closes_the_session_as_overload_instead_of_dropping_
 @pytest.mark.integration
 async def test_stream_client_reports_refusals(whip_server: ServerFactory) -> None:
     _, url, _ = await whip_server()
-    with pytest.raises(StreamError, match="403") as refused:
+    with pytest.raises(StreamError, match="401") as refused:
         await stream_file(SPEECH_CLIP, stream_url(url), "wrong-token")
-    assert refused.value.status == 403 and not refused.value.retryable
+    assert refused.value.status == 401 and not refused.value.retryable
     with pytest.raises(StreamError, match="cannot reach"):
         await stream_file(SPEECH_CLIP, "http://127.0.0.1:9/whip?call_id=c&participant_id=p", TOKEN)
 

@@ -29,11 +29,37 @@ def publish_settings(spool_dir: Path, **overrides: object) -> PublishSettings:
     return PublishSettings(**options)  # type: ignore[arg-type]
 
 
-def monitor_settings(group_id: str) -> MonitorSettings:
-    # Shorter than the production 6 s: a SIGKILLed member's session must expire before the group rebalances.
-    return MonitorSettings(
-        group_id=group_id, poll_timeout_ms=200, session_timeout_ms=3000, heartbeat_interval_ms=500
-    )
+# The test broker's group timings, not production values (Kafka's 45 s / 3 s are the defaults): tansu lets a
+# member join after about half the session timeout, and a SIGKILLed member's session must expire before the
+# group rebalances.
+TEST_GROUP_TIMINGS: dict[str, object] = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
+
+
+def monitor_settings(group_id: str, **overrides: object) -> MonitorSettings:
+    """The test broker's timings; probes on a free loopback port."""
+    options: dict[str, object] = {"group_id": group_id, "poll_timeout_ms": 200, "host": "127.0.0.1", "port": 0,
+                                  **TEST_GROUP_TIMINGS}  # fmt: skip
+    options.update(overrides)
+    return MonitorSettings(**options)  # type: ignore[arg-type]
+
+
+def monitor_env(bootstrap: str, prefix: str, group: str) -> dict[str, str]:
+    """The environment of a monitor process (the CLI) on this test's topics, with the same test settings;
+    `earliest`: the tests publish before the monitor joins."""
+    env = {
+        "AFFECTSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "AFFECTSTREAM_KAFKA__REQUEST_TIMEOUT_MS": "1000",
+        "AFFECTSTREAM_KAFKA__TOPICS__SCORES": f"{prefix}.scores",
+        "AFFECTSTREAM_KAFKA__TOPICS__TRANSCRIPTS": f"{prefix}.transcripts",
+        "AFFECTSTREAM_KAFKA__TOPICS__ALERTS": f"{prefix}.alerts",
+        "AFFECTSTREAM_MONITOR__GROUP_ID": group,
+        "AFFECTSTREAM_MONITOR__POLL_TIMEOUT_MS": "200",
+        "AFFECTSTREAM_MONITOR__AUTO_OFFSET_RESET": "earliest",
+        "AFFECTSTREAM_MONITOR__HOST": "127.0.0.1",
+        "AFFECTSTREAM_MONITOR__PORT": "0",
+    }
+    env.update({f"AFFECTSTREAM_MONITOR__{name.upper()}": str(value) for name, value in TEST_GROUP_TIMINGS.items()})
+    return env
 
 
 def read_topic(bootstrap_servers: str, topic: str, *, at_least: int, timeout_s: float = 20.0,
@@ -46,12 +72,15 @@ def read_topic(bootstrap_servers: str, topic: str, *, at_least: int, timeout_s: 
 
 
 def first_seen_seqs(received: list[TopicRecord]) -> dict[str, list[int]]:
-    """Per stream key, seqs in arrival order with duplicates dropped (what a consumer keeps)."""
+    """Per stream key, seqs in arrival order with duplicates by (key, session, seq) dropped (what a consumer
+    keeps)."""
     seen: dict[str, list[int]] = {}
+    kept: set[tuple[str, str, int]] = set()
     for r in received:
-        seqs = seen.setdefault(r.key, [])
-        if r.message["seq"] not in seqs:
-            seqs.append(r.message["seq"])
+        identity = (r.key, r.message.get("session", "0"), r.message["seq"])
+        if identity not in kept:
+            kept.add(identity)
+            seen.setdefault(r.key, []).append(r.message["seq"])
     return seen
 
 

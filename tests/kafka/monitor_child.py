@@ -25,7 +25,9 @@ def _die(events: list[AlertEvent]) -> None:
 
 def main(bootstrap: str, prefix: str, group: str, rules_path: str, crash: str) -> None:
     monitor = Monitor(
-        kafka_settings(bootstrap, prefix), monitor_settings(group), load_rules(Path(rules_path))
+        kafka_settings(bootstrap, prefix),
+        monitor_settings(group, auto_offset_reset="earliest"),  # the test publishes before it joins
+        load_rules(Path(rules_path)),
     )
     if crash == "before_send":
         monitor.before_alerts_sent = _die

@@ -44,11 +44,10 @@ def test_sasl_ssl_passes_everything_through(tmp_path: Path) -> None:
     assert kwargs["security_protocol"] == "SASL_SSL"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("agent", "s3cret-pw")
-    assert kwargs["ssl_cafile"] == str(files["ssl_cafile"]) and kwargs["ssl_keyfile"] == str(
-        files["ssl_keyfile"]
-    )
+    assert kwargs["ssl_cafile"] == str(files["ssl_cafile"]) and kwargs["ssl_keyfile"] == str(files["ssl_keyfile"])
     assert kwargs["ssl_password"] == "key-pw" and kwargs["ssl_check_hostname"] is False
-    assert (kwargs["session_timeout_ms"], kwargs["heartbeat_interval_ms"]) == (6000, 1000)
+    assert (kwargs["session_timeout_ms"], kwargs["heartbeat_interval_ms"]) == (45_000, 3000)  # Kafka's defaults
+    assert kwargs["auto_offset_reset"] == "latest"  # a new group does not alert on history
     assert kwargs["enable_auto_commit"] is False
     safe = redacted(kwargs)
     assert "s3cret-pw" not in repr(safe) and "key-pw" not in repr(safe)

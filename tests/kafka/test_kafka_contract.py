@@ -13,10 +13,12 @@ from kafka_factories import SECRET_TEXT, make_score
 
 from agent import messages
 from agent.errors import PublishError
+from agent.file_source import collect_sources
 from agent.rules import AlertEvent
+from agent.transcripts_io import stream_for_file
 from core.types import StreamId
 
-STREAM = StreamId("call-1", "patient-7", "patient")
+STREAM = StreamId("call-1", "patient-7", "patient", session_id="s1")
 
 
 def _alert_event() -> AlertEvent:
@@ -55,7 +57,7 @@ def test_an_incompatible_change_is_detected(mutate, field: str) -> None:  # type
     if field == "stream.tenant":
         changed["$defs"]["stream"]["properties"]["tenant"] = {"type": "string"}
     mutate(changed)
-    before = load_snapshot()["scores"]["1"]
+    before = load_snapshot()["scores"][str(messages.SCHEMA_VERSIONS["scores"])]
     after = required_fields(changed)
     assert after != before
     assert field in set(before) ^ set(after) or before.get(field) != after.get(field)
@@ -71,7 +73,7 @@ def test_score_message_validates_and_carries_no_transcript_text() -> None:
     assert env.key == "call-1/patient-7"
     headers = dict(env.headers)
     assert headers == {
-        "schema_version": b"1", "stream_key": b"call-1/patient-7", "seq": b"3", "replay": b"1",
+        "schema_version": b"2", "stream_key": b"call-1/patient-7", "session": b"s1", "seq": b"3", "replay": b"1",
         "model_id": b"selfmm-mosi,selfmm-phq", "model_version": b"1.0.0,0.1.0",
     }  # fmt: skip
     assert message["scores"][1] == {
@@ -80,6 +82,7 @@ def test_score_message_validates_and_carries_no_transcript_text() -> None:
     }  # fmt: skip
     assert message["latencies_ms"] == {"speech": 12.5, "features": 3.0, "scoring": 4.0}
     assert message["produced_at"].endswith("Z")
+    assert message["session"] == "s1" and messages.stream_of(message) == STREAM
 
 
 def test_transcript_and_alert_messages_validate() -> None:
@@ -89,7 +92,8 @@ def test_transcript_and_alert_messages_validate() -> None:
     assert dict(env.headers)["replay"] == b"0"
     alert = messages.alert_message(_alert_event(), monitor_id="mon")
     messages.validate("alerts", alert)
-    assert alert["alert_id"] == "mon|call-1/patient-7|low_sentiment|4|raised"
+    assert alert["alert_id"] == "mon|call-1/patient-7|s1|low_sentiment|4|raised"
+    assert alert["session"] == "s1" and dict(messages.envelope("alerts", alert).headers)["session"] == b"s1"
 
 
 def test_a_bad_message_names_the_field_never_the_content() -> None:
@@ -123,3 +127,36 @@ def test_a_shed_window_is_reported_without_scores() -> None:
     body = json.loads(env.value)
     assert (body["shed"], body["scores"], body["seq"]) == (True, [], 9)
     assert dict(env.headers)["model_id"] == b""
+
+
+def test_version_1_messages_stay_readable_as_session_0() -> None:
+    """Consumers dispatch on schema_version: what an agent before sessions wrote still validates."""
+    v2 = messages.score_message(make_score(STREAM, 3), replay=False)
+    v1 = {k: v for k, v in v2.items() if k != "session"} | {"schema_version": 1}
+    messages.validate("scores", v1)
+    assert messages.stream_of(v1).session_key == ("call-1/patient-7", "0")
+    with pytest.raises(PublishError, match="v2 .*required session"):
+        messages.validate("scores", {k: v for k, v in v2.items() if k != "session"})
+    with pytest.raises(PublishError, match="v1 .*additionalProperties"):
+        messages.validate("scores", v1 | {"session": "s1"})
+    with pytest.raises(PublishError, match="v2 .*schema_version"):
+        messages.validate("scores", v2 | {"schema_version": 3})
+
+
+def test_a_session_id_is_checked_like_the_other_ids() -> None:
+    with pytest.raises(ValueError, match="session_id must be"):
+        StreamId("call-1", "patient-7", session_id="-leading-dash")
+    assert StreamId("call-1", "patient-7").session_id == "0"
+    assert StreamId("c", "p", session_id="a").key == StreamId("c", "p", session_id="b").key == "c/p"
+
+
+def test_a_replay_has_a_deterministic_session_so_a_rerun_is_the_same_identity(tmp_path: Path) -> None:
+    recording = tmp_path / "call.wav"
+    recording.write_bytes(b"\0")
+    first, rerun = (collect_sources([recording])[0].stream for _ in range(2))
+    assert first == rerun and first.session_id == "recording"
+    part = collect_sources([recording], start_s=1.5, end_s=4.0)[0].stream
+    assert (part.key, part.session_id) == (first.key, "recording-1.5-4")
+    assert stream_for_file(recording).session_id == "recording"
+    headers = dict(messages.envelope("scores", messages.score_message(make_score(first, 0), replay=True)).headers)
+    assert (headers["stream_key"], headers["session"], headers["seq"]) == (b"call.wav/replay", b"recording", b"0")

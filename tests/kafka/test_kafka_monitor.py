@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from kafka_factories import SECRET_TEXT, make_score
-from kafka_helpers import kafka_settings, publish_settings, read_topic
+from kafka_helpers import kafka_settings, monitor_env, publish_settings, read_topic
 
 from agent import messages
 from agent.publish import Publisher
@@ -34,18 +34,7 @@ def _spawn(bootstrap: str, prefix: str, group: str, rules: Path, crash: str) -> 
         command = [sys.executable, "-m", "cli", "--log-level", "DEBUG", "monitor", "--rules", str(rules)]
     else:
         command = [sys.executable, str(CHILD), bootstrap, prefix, group, str(rules), crash]
-    env = {
-        **os.environ,
-        "AFFECTSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "AFFECTSTREAM_KAFKA__REQUEST_TIMEOUT_MS": "1000",
-        "AFFECTSTREAM_KAFKA__TOPICS__SCORES": f"{prefix}.scores",
-        "AFFECTSTREAM_KAFKA__TOPICS__TRANSCRIPTS": f"{prefix}.transcripts",
-        "AFFECTSTREAM_KAFKA__TOPICS__ALERTS": f"{prefix}.alerts",
-        "AFFECTSTREAM_MONITOR__GROUP_ID": group,
-        "AFFECTSTREAM_MONITOR__POLL_TIMEOUT_MS": "200",
-        "AFFECTSTREAM_MONITOR__SESSION_TIMEOUT_MS": "3000",
-        "AFFECTSTREAM_MONITOR__HEARTBEAT_INTERVAL_MS": "500",
-    }
+    env = {**os.environ, **monitor_env(bootstrap, prefix, group)}
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         cwd=Path(__file__).resolve().parents[2],
@@ -63,9 +52,7 @@ def _alerts(bootstrap: str, topic: str, at_least: int, timeout_s: float = 30.0) 
 
 
 @pytest.mark.parametrize("crash", ["after_ack", "before_send", "external"])
-async def test_monitor_killed_mid_episode_raises_exactly_one_alert(
-    kafka_broker, tmp_path: Path, crash: str
-) -> None:
+async def test_monitor_killed_mid_episode_raises_exactly_one_alert(kafka_broker, tmp_path: Path, crash: str) -> None:
     """(c) SIGKILL the monitor mid-episode (at the worst moments, or from outside); restart it."""
     prefix, group = f"mon{uuid.uuid4().hex[:6]}", f"monitor-{crash}"
     kafka = kafka_settings(kafka_broker.bootstrap_servers, prefix)

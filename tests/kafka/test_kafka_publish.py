@@ -40,12 +40,11 @@ def _check_wire(received: list, kafka_topic_kind: messages.Kind) -> None:
         assert r.key == r.message["stream"]["key"]
         assert r.headers["stream_key"].decode() == r.key
         assert int(r.headers["seq"]) == r.message["seq"]
-        assert r.headers["schema_version"] == b"1"
+        assert r.headers["session"].decode() == r.message["session"]
+        assert r.headers["schema_version"] == str(messages.SCHEMA_VERSIONS[kafka_topic_kind]).encode() == b"2"
 
 
-async def test_scores_on_the_wire_and_transcripts_off_by_default(
-    kafka_broker, tmp_path: Path, caplog
-) -> None:
+async def test_scores_on_the_wire_and_transcripts_off_by_default(kafka_broker, tmp_path: Path, caplog) -> None:
     _capture_logs(caplog)
     kafka = kafka_settings(kafka_broker.bootstrap_servers)
     publisher = Publisher(kafka, publish_settings(tmp_path / "spool"))
@@ -64,9 +63,7 @@ async def test_scores_on_the_wire_and_transcripts_off_by_default(
     assert {r.headers["replay"] for r in received if r.message["seq"] % 2} == {b"1"}
     assert {r.headers["model_id"] for r in received} == {b"selfmm-mosi"}
     assert first_seen_seqs(received) == {s.key: list(range(10)) for s in STREAMS}
-    assert (
-        len({r.partition for r in received if r.key == STREAMS[0].key}) == 1
-    )  # a stream stays in one partition
+    assert len({r.partition for r in received if r.key == STREAMS[0].key}) == 1  # a stream stays in one partition
     with pytest.raises(TopicReadTimeout) as nothing:
         await asyncio.to_thread(read_topic, kafka.bootstrap_servers, kafka.topics.transcripts, at_least=1,
                                 timeout_s=2)  # fmt: skip
@@ -94,9 +91,7 @@ async def test_transcripts_only_on_their_topic_when_enabled(kafka_broker, tmp_pa
     assert not any("zebra" in record.getMessage() for record in caplog.records)
 
 
-async def test_broker_down_20_s_mid_stream_loses_and_reorders_nothing(
-    fresh_kafka_broker, tmp_path: Path
-) -> None:
+async def test_broker_down_20_s_mid_stream_loses_and_reorders_nothing(fresh_kafka_broker, tmp_path: Path) -> None:
     """(a) Stop the broker for 20 s mid-call; every (stream, seq) arrives once after dedup, in order."""
     broker = fresh_kafka_broker
     kafka = kafka_settings(broker.bootstrap_servers)
@@ -172,6 +167,10 @@ def test_sigkill_while_broker_down_then_restart_drains_everything(fresh_kafka_br
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL
+    for line in child.stdout:  # reported before the kill but still in the pipe: acknowledged too
+        key, seq, delivery = line.split()
+        assert delivery == "spooled"
+        spooled.append((key, int(seq)))
     broker.start()
     restarted = _spawn_child(broker.bootstrap_servers, prefix, spool, 0)  # drains, publishes nothing new
     out, err = restarted.communicate(timeout=60)

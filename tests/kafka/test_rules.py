@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,19 +20,14 @@ SEVERE = Rule(name="severe", kind="count_at_least", task="depression", windows=5
 
 
 def _obs(stream: StreamId, seq: int, task: str, value: float | None) -> Observation:
-    return Observation(
-        stream, seq, seq * 2.0, seq * 2.0 + 2.0, {task: {"m": value}} if value is not None else {}
-    )
+    return Observation(stream, seq, seq * 2.0, seq * 2.0 + 2.0, {task: {"m": value}} if value is not None else {})
 
 
-def _run(engine: RuleEngine, stream: StreamId, task: str, values: list[float | None], start: int = 0,
+def _run(engine: RuleEngine, stream: StreamId, task: str, values: Sequence[float | None], start: int = 0,
          emit: bool = True) -> list[tuple[int, str, float]]:  # fmt: skip
-    out = []
+    out: list[tuple[int, str, float]] = []
     for seq, value in enumerate(values, start):
-        out += [
-            (e.seq, e.event, round(e.value, 3))
-            for e in engine.observe(_obs(stream, seq, task, value), emit=emit)
-        ]
+        out += [(e.seq, e.event, round(e.value, 3)) for e in engine.observe(_obs(stream, seq, task, value), emit=emit)]
     return out
 
 
@@ -76,29 +72,48 @@ def test_streams_are_independent() -> None:
     assert [(e.stream, e.event, e.seq) for e in events] == [(A, "raised", 3)]
 
 
+def test_sessions_of_one_stream_are_judged_apart_and_can_be_forgotten() -> None:
+    """A reconnect (same key, new session, seq from 0 again) starts its own rolling windows and episode."""
+    again = StreamId("call-a", "p1", session_id="second")
+    engine = RuleEngine((LOW,))
+    assert _run(engine, A, "sentiment", [-2] * 5) == [(3, "raised", -2.0)]
+    assert _run(engine, again, "sentiment", [-2] * 5) == [(3, "raised", -2.0)]
+    assert len(engine) == 2
+    engine.forget(A.session_key)
+    assert len(engine) == 1 and not engine.is_open(A.session_key, "low") and engine.is_open(again.session_key, "low")
+
+
+def test_a_fence_is_only_adopted_by_a_session_without_state() -> None:
+    engine = RuleEngine((LOW,))
+    assert _run(engine, A, "sentiment", [-2] * 5) == [(3, "raised", -2.0)]
+    # A rebalance re-reads the alert log; a session held here keeps its own (newer) state.
+    engine.restore_fences({(A.session_key, "low"): Fence(seq=1, open=False, episode_seq=-1)})
+    assert _run(engine, A, "sentiment", [1.0] * 4, start=5) == [(7, "cleared", 1.0)]
+
+
 def test_silent_replay_then_fence_neither_repeats_nor_loses() -> None:
     values = [-2, -2, -2, -2, -2, 1, 1, 1, 1]
     expected = _run(RuleEngine((LOW,)), A, "sentiment", values)
     assert expected == [(3, "raised", -2.0), (7, "cleared", 1.0)]
     # The raise at seq 3 was acknowledged before a crash: the alert log fences it.
     engine = RuleEngine((LOW,))
-    engine.restore(A.key, "low", Fence(seq=3, open=True, episode_seq=3))
+    engine.restore_fences({(A.session_key, "low"): Fence(seq=3, open=True, episode_seq=3)})
     assert _run(engine, A, "sentiment", values) == [(7, "cleared", 1.0)]
     # Short lookback: only seqs 4.. are re-read; the fence still says the episode is open.
     engine = RuleEngine((LOW,))
-    engine.restore(A.key, "low", Fence(seq=3, open=True, episode_seq=3))
+    engine.restore_fences({(A.session_key, "low"): Fence(seq=3, open=True, episode_seq=3)})
     assert _run(engine, A, "sentiment", values[4:], start=4) == [(7, "cleared", 1.0)]
     # Records before the committed offset are silent: state is rebuilt, nothing emitted.
     engine = RuleEngine((LOW,))
     assert _run(engine, A, "sentiment", values[:5], emit=False) == []
-    assert engine.is_open(A.key, "low")
+    assert engine.is_open(A.session_key, "low")
     assert _run(engine, A, "sentiment", values[5:], start=5) == [(7, "cleared", 1.0)]
 
 
 def test_the_fence_overrides_a_partial_replay() -> None:
     """The log says an episode opened at seq 2 is still open at 8; a replay from 6 alone cannot know it."""
     engine = RuleEngine((LOW,))
-    engine.restore(A.key, "low", Fence(seq=8, open=True, episode_seq=2))
+    engine.restore_fences({(A.session_key, "low"): Fence(seq=8, open=True, episode_seq=2)})
     events = [engine.observe(_obs(A, seq, "sentiment", 1.0)) for seq in range(6, 11)]
     assert [(e.seq, e.event, e.episode_seq) for batch in events for e in batch] == [(10, "cleared", 2)]
 

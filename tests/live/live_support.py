@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from pydantic import SecretStr
 
 from agent import topic_reader
@@ -20,6 +24,7 @@ from agent.topic_reader import TopicRecord
 from core.types import Score, StreamId, Transcript
 
 TOKEN = "live-test-token"
+REPO = Path(__file__).resolve().parents[2]
 DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 CREMA = DATA / "av" / "derived" / "crema_d_1001_DFA_6emotions.mp4"  # 12.6 s, 6 takes of one sentence
 GRID = DATA / "av" / "derived" / "grid_11clips_concat.mp4"  # 33 s, 11 GRID sentences of 3 s
@@ -145,3 +150,72 @@ async def wait_for(predicate, timeout_s: float = 10.0, step_s: float = 0.05) -> 
             return True
         await asyncio.sleep(step_s)
     return bool(predicate())
+
+
+@dataclass
+class ServeProcess:
+    """`affectstream serve` in a subprocess (its output in a file: a pipe nobody reads could block it)."""
+
+    process: asyncio.subprocess.Process
+    base: str
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> list[int]:
+        """The distinct /readyz statuses seen until it answered 200."""
+        seen: list[int] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}: {self.output()}")
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{self.base}/readyz") as response:
+                    status = response.status
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+                continue
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status == 200:
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"serve not ready within {timeout_s} s: {seen}")
+
+    async def exit_code(self, timeout_s: float) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout_s)
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def start_serve(settings: Settings, bundle: Path, workdir: Path, **env: str) -> ServeProcess:
+    """`python -m cli serve` on a free port with `settings`' broker and topics, the test bundle, loopback ICE and
+    the test token; `env` adds AFFECTSTREAM_ variables."""
+    from agent.broker import free_port
+
+    port = free_port()
+    topics = settings.kafka.topics
+    full_env = dict(
+        os.environ,
+        AFFECTSTREAM_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        AFFECTSTREAM_KAFKA__TOPICS__SCORES=topics.scores,
+        AFFECTSTREAM_KAFKA__TOPICS__TRANSCRIPTS=topics.transcripts,
+        AFFECTSTREAM_KAFKA__TOPICS__ALERTS=topics.alerts,
+        AFFECTSTREAM_SCORING__BUNDLES=json.dumps([str(bundle)]),
+        AFFECTSTREAM_SCORING__PROVIDERS='["CPUExecutionProvider"]',
+        AFFECTSTREAM_PUBLISH__SPOOL_DIR=str(workdir / "serve-spool"),
+        AFFECTSTREAM_INGEST__TOKENS=TOKEN,
+        AFFECTSTREAM_INGEST__ICE_LOOPBACK="only",
+        **env,
+    )
+    log_path = workdir / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli", "serve", "--port", str(port), cwd=REPO, env=full_env,
+            stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    return ServeProcess(process, f"http://127.0.0.1:{port}", log_path)

@@ -288,7 +288,7 @@ def test_each_stream_scores_like_its_own_file(scenario: Scenario) -> None:
 
 def test_bad_offers_get_the_right_status_while_others_stream(scenario: Scenario) -> None:
     status = {case: code for case, (code, _) in scenario.bad.items()}
-    assert status == {"one_too_many": 503, "malformed_sdp": 400, "no_audio": 400, "wrong_token": 403}
+    assert status == {"one_too_many": 503, "malformed_sdp": 400, "no_audio": 400, "wrong_token": 401}
     assert int(scenario.bad["one_too_many"][1]["Retry-After"]) > 0
     for case in ("extra", "bad-sdp", "no-audio", "bad-token"):
         assert _stream_key(case) not in scenario.live  # nothing was opened for them

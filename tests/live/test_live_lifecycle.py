@@ -1,4 +1,5 @@
-"""The full server's life: readiness, releasing sessions with the pipeline attached, graceful SIGTERM."""
+"""The full server's life: releasing sessions with the pipeline attached, SIGTERM twice (readiness and
+draining: test_live_readiness.py, test_live_drain.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import contextlib
 import ctypes
 import gc
 import json
-import os
 import signal
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +25,11 @@ from live_support import (
     live_settings,
     pipeline_with,
     read_topic,
+    start_serve,
     wait_for,
     whip_url,
 )
 
-from agent.broker import EmbeddedBroker, free_port
 from agent.errors import SpoolFullError
 from agent.file_source import ReplaySource, file_media
 from agent.pipeline import run_stream
@@ -41,7 +40,6 @@ from core.types import Score, StreamId
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 CLIP = GRID_CLIPS / "grid_bbaf2n.mpg"  # 3 s
 
 
@@ -68,13 +66,6 @@ async def _post_offer(url: str) -> int:
         return response.status
 
 
-async def _post_offer_or_refused(url: str) -> int | None:
-    try:
-        return await _post_offer(url)
-    except aiohttp.ClientConnectionError:
-        return None
-
-
 async def _until_status(url: str, want: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -82,33 +73,6 @@ async def _until_status(url: str, want: int, timeout_s: float) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
-
-
-# -- readiness ----------------------------------------------------------------------------------------------
-
-
-async def test_readyz_follows_models_and_broker(live_bundle: Path, tmp_path: Path) -> None:
-    port = free_port()  # nobody listens here yet
-    settings = live_settings(f"127.0.0.1:{port}", live_bundle, tmp_path / "spool")
-    server = AgentServer(settings)  # listening before the models load, as `serve` does
-    base = await server.start()
-    try:
-        status, body = await _get(f"{base}/readyz")
-        assert status == 503 and body["checks"]["models"] is False
-        assert (await _get(f"{base}/healthz"))[0] == 200
-        assert await _post_offer(whip_url(base, "early")) == 503  # no offers while the models load
-        async with open_runtime(settings) as runtime:
-            server.attach(runtime)
-            status, body = await _get(f"{base}/readyz")
-            assert status == 503 and body["checks"] == {"models": True, "broker": False, "accepting": True}
-            with EmbeddedBroker("127.0.0.1", port):
-                assert await _until_status(f"{base}/readyz", 200, 10.0)
-            assert await _until_status(f"{base}/readyz", 503, 10.0)  # the broker went away
-            status, body = await _get(f"{base}/readyz")
-            assert body["checks"]["broker"] is False and body["checks"]["models"] is True
-            await server.close()
-    finally:
-        await server.close()
 
 
 # -- release ------------------------------------------------------------------------------------------------
@@ -159,71 +123,31 @@ async def test_many_sessions_through_the_pipeline_release_everything(
 SIGTERM_AFTER_S = 5.0  # CREMA-D's third take ("sad") runs 3.9-5.9 s: the stream is mid-utterance
 
 
-async def test_sigterm_flushes_the_window_in_progress(kafka_broker: Any, live_bundle: Path, tmp_path: Path) -> None:
+async def test_a_second_sigterm_ends_the_call_flushing_the_window_in_progress(
+    kafka_broker: Any, live_bundle: Path, tmp_path: Path
+) -> None:
     settings = live_settings(kafka_broker.bootstrap_servers, live_bundle, tmp_path / "spool")
-    port = free_port()
-    topics = settings.kafka.topics
-    env = dict(
-        os.environ,
-        AFFECTSTREAM_KAFKA__BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers,
-        AFFECTSTREAM_KAFKA__TOPICS__SCORES=topics.scores,
-        AFFECTSTREAM_KAFKA__TOPICS__TRANSCRIPTS=topics.transcripts,
-        AFFECTSTREAM_KAFKA__TOPICS__ALERTS=topics.alerts,
-        AFFECTSTREAM_SCORING__BUNDLES=json.dumps([str(live_bundle)]),
-        AFFECTSTREAM_SCORING__PROVIDERS='["CPUExecutionProvider"]',
-        AFFECTSTREAM_PUBLISH__SPOOL_DIR=str(tmp_path / "serve-spool"),
-        AFFECTSTREAM_INGEST__TOKENS=TOKEN,
-        AFFECTSTREAM_INGEST__ICE_LOOPBACK="only",
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "serve", "--port", str(port), cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    serve = await start_serve(settings, live_bundle, tmp_path)
+    base = serve.base
     try:
-        seen = await _readiness_while_starting(base, process, timeout_s=90.0)
+        seen = await serve.wait_ready()
         assert seen[-1] == 200 and 503 in seen, seen  # not ready while loading, then ready
         client = asyncio.create_task(stream_file(CREMA, whip_url(base, "sigterm"), TOKEN))
         await asyncio.sleep(SIGTERM_AFTER_S)
-        process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.05)
-        # stopped accepting: 503 while it flushes, or the listener already closed (the last window of a short
-        # stream can be flushed within a few hundred ms now that Whisper is fast)
-        assert await _post_offer_or_refused(whip_url(base, "late")) in (503, None)
+        serve.process.send_signal(signal.SIGTERM)  # the first drains: the call would go on
+        assert await _until_status(f"{base}/readyz", 503, 5.0)
+        assert await _post_offer(whip_url(base, "late")) == 503
+        serve.process.send_signal(signal.SIGTERM)  # the second ends it now
         with contextlib.suppress(StreamError):
             await client  # the server ended the call (the client may notice only when its file ends)
-        output, _ = await asyncio.wait_for(process.communicate(), 60.0)
-        assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+        assert await serve.exit_code(60.0) == 0, serve.output()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    messages = by_stream(read_topic(kafka_broker.bootstrap_servers, topics.scores))["sigterm/p1"]
+        await serve.kill()
+    messages = by_stream(read_topic(kafka_broker.bootstrap_servers, settings.kafka.topics.scores))["sigterm/p1"]
     assert [m["seq"] for m in messages] == list(range(len(messages)))
     last = messages[-1]
     assert last["closed_by"] == "stream_end" and not last["shed"] and last["scores"]
     assert 3.9 < last["end_s"] < SIGTERM_AFTER_S + 1.0  # the partial "sad" take, cut at the shutdown
-
-
-async def _readiness_while_starting(base: str, process: asyncio.subprocess.Process, timeout_s: float) -> list[int]:
-    seen: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            assert process.stdout is not None
-            output = (await process.stdout.read()).decode(errors="replace")
-            raise AssertionError(f"serve exited with {process.returncode}: {output[-2000:]}")
-        try:
-            status, _ = await _get(f"{base}/readyz")
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.05)
-            continue
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status == 200:
-            return seen
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"serve not ready within {timeout_s} s: {seen}")
 
 
 # -- a failing sink -----------------------------------------------------------------------------------------

@@ -55,3 +55,45 @@ def test_a_window_scores_the_same_alone_and_padded_in_a_batch(tiny_bert_dir: Pat
                           vision[i:i + 1], vision_lengths[i:i + 1])
             for head in "MA":
                 assert torch.allclose(alone[head], batched[head][i:i + 1], atol=1e-5), (head, i)
+
+
+def test_centring_removes_a_constant_per_window_offset_of_the_chosen_columns_only() -> None:
+    """A microphone's gain adds a constant to the level and to mfcc_0: centred columns no longer see it."""
+    steps = AudioSteps(3, step_frames=1, standardize=False, center_columns=(0,), voiced_column=2)
+    voiced = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    x = torch.stack([torch.tensor([-3.0, -2.5, -9.0, -3.5]), torch.tensor([0.1, 0.2, 0.3, 0.4]), voiced], dim=-1)[None]
+    louder = x.clone()
+    louder[..., 0] += 1.5
+    out, _ = steps(x, torch.tensor([4]))
+    out_louder, _ = steps(louder, torch.tensor([4]))
+    assert torch.allclose(out, out_louder)
+    assert out[0, :, 0].tolist() == pytest.approx([0.0, 0.5, -6.0, -0.5])  # mean of the voiced frames: -3
+    assert torch.equal(out[0, :, 1:], x[0, :, 1:])
+
+
+def test_centring_uses_every_valid_frame_when_none_is_voiced_and_leaves_padding_at_zero() -> None:
+    steps = AudioSteps(2, step_frames=1, standardize=False, center_columns=(0,), voiced_column=1)
+    x = torch.tensor([[[2.0, 0.0], [4.0, 0.0], [0.0, 0.0]]])
+    out, _ = steps(x, torch.tensor([2]))
+    assert out[0, :, 0].tolist() == pytest.approx([-1.0, 1.0, 0.0])
+
+
+def test_centred_windows_score_the_same_alone_and_padded_and_columns_are_checked(tiny_bert_dir: Path) -> None:
+    torch.manual_seed(1)
+    config = _config(tiny_bert_dir, audio_standardize=True, audio_step_frames=4, audio_center_columns=(0, 3),
+                     audio_voiced_column=4)
+    model = SelfMM(config).eval()
+    assert model.audio_steps is not None and "audio_steps.center_selected" not in model.state_dict()
+    lengths = torch.tensor([9, 30])
+    audio = torch.randn(2, 30, 5)
+    audio[..., 4] = (audio[..., 4] > 0).float()
+    audio = audio * (torch.arange(30)[None, :, None] < lengths[:, None, None])
+    vision, vision_lengths = torch.zeros(2, 1, 3), torch.ones(2, dtype=torch.long)
+    ids = torch.tensor([[101, 7, 102]] * 2)
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    with torch.no_grad():
+        batched = model(ids, mask, types, audio, lengths, vision, vision_lengths)
+        alone = model(ids[:1], mask[:1], types[:1], audio[:1, :9], lengths[:1], vision[:1], vision_lengths[:1])
+    assert torch.allclose(alone["M"], batched["M"][:1], atol=1e-5)
+    with pytest.raises(Exception, match="out of range"):
+        _config(tiny_bert_dir, audio_center_columns=(5,))
