@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -17,32 +19,82 @@ from models.tasks import Task, make_task
 
 PresetName = Literal["mosi", "mosei", "sims"]
 PRESETS: tuple[str, ...] = ("mosi", "mosei", "sims")
-_SIZES = ("a_lstm_hidden_size", "v_lstm_hidden_size", "audio_out", "video_out", "post_fusion_dim",
-          "post_text_dim", "post_audio_dim", "post_video_dim")  # layer widths: torch refuses 0 or less
+_SIZES = (
+    "a_lstm_hidden_size",
+    "v_lstm_hidden_size",
+    "audio_out",
+    "video_out",
+    "post_fusion_dim",
+    "post_text_dim",
+    "post_audio_dim",
+    "post_video_dim",
+)  # layer widths: torch refuses 0 or less
 
 # MMSA's config/config_regression.json, self_mm datasetParams (docs/selfmm.md §3); text_out is not here: it
 # follows the encoder.
 _DATASET_PARAMS: dict[str, dict[str, Any]] = {
     "mosi": dict(
-        batch_size=16, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=0.005,
-        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.001,
-        weight_decay_video=0.001, weight_decay_other=0.001, a_lstm_hidden_size=16, v_lstm_hidden_size=32,
-        post_text_dim=32, post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1,
-        post_video_dropout=0.0, H=3.0, audio_dim=5, vision_dim=20,
+        batch_size=16,
+        learning_rate_bert=5e-5,
+        learning_rate_audio=0.005,
+        learning_rate_video=0.005,
+        learning_rate_other=0.001,
+        weight_decay_bert=0.001,
+        weight_decay_audio=0.001,
+        weight_decay_video=0.001,
+        weight_decay_other=0.001,
+        a_lstm_hidden_size=16,
+        v_lstm_hidden_size=32,
+        post_text_dim=32,
+        post_fusion_dropout=0.0,
+        post_text_dropout=0.1,
+        post_audio_dropout=0.1,
+        post_video_dropout=0.0,
+        H=3.0,
+        audio_dim=5,
+        vision_dim=20,
     ),
     "mosei": dict(
-        batch_size=32, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=1e-4,
-        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.0,
-        weight_decay_video=0.0, weight_decay_other=0.01, a_lstm_hidden_size=16, v_lstm_hidden_size=32,
-        post_text_dim=32, post_fusion_dropout=0.1, post_text_dropout=0.0, post_audio_dropout=0.0,
-        post_video_dropout=0.0, H=3.0, audio_dim=74, vision_dim=35,
+        batch_size=32,
+        learning_rate_bert=5e-5,
+        learning_rate_audio=0.005,
+        learning_rate_video=1e-4,
+        learning_rate_other=0.001,
+        weight_decay_bert=0.001,
+        weight_decay_audio=0.0,
+        weight_decay_video=0.0,
+        weight_decay_other=0.01,
+        a_lstm_hidden_size=16,
+        v_lstm_hidden_size=32,
+        post_text_dim=32,
+        post_fusion_dropout=0.1,
+        post_text_dropout=0.0,
+        post_audio_dropout=0.0,
+        post_video_dropout=0.0,
+        H=3.0,
+        audio_dim=74,
+        vision_dim=35,
     ),
     "sims": dict(
-        batch_size=32, learning_rate_bert=5e-5, learning_rate_audio=0.005, learning_rate_video=0.005,
-        learning_rate_other=0.001, weight_decay_bert=0.001, weight_decay_audio=0.01,
-        weight_decay_video=0.01, weight_decay_other=0.001, a_lstm_hidden_size=16, v_lstm_hidden_size=64,
-        post_text_dim=64, post_fusion_dropout=0.0, post_text_dropout=0.1, post_audio_dropout=0.1,
-        post_video_dropout=0.0, H=1.0, audio_dim=33, vision_dim=709,
+        batch_size=32,
+        learning_rate_bert=5e-5,
+        learning_rate_audio=0.005,
+        learning_rate_video=0.005,
+        learning_rate_other=0.001,
+        weight_decay_bert=0.001,
+        weight_decay_audio=0.01,
+        weight_decay_video=0.01,
+        weight_decay_other=0.001,
+        a_lstm_hidden_size=16,
+        v_lstm_hidden_size=64,
+        post_text_dim=64,
+        post_fusion_dropout=0.0,
+        post_text_dropout=0.1,
+        post_audio_dropout=0.1,
+        post_video_dropout=0.0,
+        H=1.0,
+        audio_dim=33,
+        vision_dim=709,
     ),
 }
 
@@ -66,8 +118,81 @@ def encoder_hidden_size(text_encoder_dir: str | Path) -> int:
         raise ModelConfigError(f"{path}: cannot read hidden_size ({exc})") from None
 
 
+ConfigT = TypeVar("ConfigT")
+
+
+@functools.cache
+def _json_adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    return TypeAdapter(cls)  # checks every field against its annotation
+
+
+def config_from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
+    """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    unknown = set(data) - {f.name for f in fields}
+    if unknown:
+        raise ModelConfigError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in data]
+    if missing:
+        raise ModelConfigError(f"{cls.__name__} lacks field(s): {', '.join(missing)}")
+    try:
+        config: ConfigT = _json_adapter(cls).validate_python(dict(data))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ModelConfigError(f"{cls.__name__}: {problems}") from None
+    return config
+
+
+def check_overrides(what: str, cls: type[Any], overrides: Mapping[str, Any]) -> None:
+    """A preset's overrides name fields of `cls`; else a ModelConfigError ("unknown <what> fields: ...")."""
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ModelConfigError(f"unknown {what} fields: {', '.join(sorted(unknown))}")
+
+
+def task_params(spec: Task) -> dict[str, Any]:
+    """The config fields a task sets: its name and label range."""
+    return dict(
+        task=spec.name,
+        label_min=spec.label_min,
+        label_max=spec.label_max,
+        label_center=spec.label_center,
+        exclude_zero=spec.exclude_zero,
+    )
+
+
+def check_dataset(config: Any) -> None:
+    if config.dataset not in PRESETS:
+        raise ModelConfigError(f"unknown dataset {config.dataset!r}: expected one of {', '.join(PRESETS)}")
+
+
+def check_finite(config: Any) -> None:
+    """Every float field of the config dataclass is finite."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ModelConfigError(f"{field.name} must be a finite number, got {value}")
+
+
+class ConfigDict:
+    """replace / to_dict / from_dict of a frozen config dataclass (a base with no fields)."""
+
+    __slots__ = ()
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
+        return config_from_dict(cls, data)
+
+
 @dataclass(frozen=True, slots=True)
-class SelfMMConfig:
+class SelfMMConfig(ConfigDict):
     """Everything needed to build and train one Self-MM (MMSA names kept where they exist)."""
 
     model_name: ClassVar[str] = "self_mm"  # models/registry.py
@@ -135,10 +260,17 @@ class SelfMMConfig:
     H: float = 3.0  # clamp of generated (centred) unimodal labels
 
     def __post_init__(self) -> None:
-        if self.dataset not in PRESETS:
-            raise ModelConfigError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(PRESETS)}")
-        for name in ("text_out", "audio_dim", "vision_dim", "batch_size", "update_epochs", "early_stop",
-                     "audio_step_frames", *_SIZES):
+        check_dataset(self)
+        for name in (
+            "text_out",
+            "audio_dim",
+            "vision_dim",
+            "batch_size",
+            "update_epochs",
+            "early_stop",
+            "audio_step_frames",
+            *_SIZES,
+        ):
             if int(getattr(self, name)) < 1:
                 raise ModelConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for field in dataclasses.fields(self):
@@ -193,40 +325,9 @@ class SelfMMConfig:
         if vision_dim is not None:
             params["vision_dim"] = vision_dim
         spec = make_task(task, name)
-        params.update(
-            dataset=name, task=spec.name, label_min=spec.label_min, label_max=spec.label_max,
-            label_center=spec.label_center, exclude_zero=spec.exclude_zero,
-        )
+        params.update(dataset=name, **task_params(spec))
         if spec.name == "depression":
             params["H"] = max(spec.label_max - spec.label_center, spec.label_center - spec.label_min)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ModelConfigError(f"unknown SelfMMConfig fields: {', '.join(sorted(unknown))}")
+        check_overrides("SelfMMConfig", cls, overrides)
         params.update(overrides)
         return cls(**params)
-
-    def replace(self, **changes: Any) -> SelfMMConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SelfMMConfig:
-        """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
-        fields = dataclasses.fields(cls)
-        unknown = set(data) - {f.name for f in fields}
-        if unknown:
-            raise ModelConfigError(f"unknown SelfMMConfig fields: {', '.join(sorted(unknown))}")
-        required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise ModelConfigError(f"SelfMMConfig lacks field(s): {', '.join(missing)}")
-        try:
-            return _CONFIG_FROM_JSON.validate_python(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ModelConfigError(f"SelfMMConfig: {problems}") from None
-
-
-_CONFIG_FROM_JSON = TypeAdapter(SelfMMConfig)  # checks every field against its annotation

@@ -15,32 +15,17 @@ for every batch, where MMSA's `squeeze()` also drops the batch axis of a batch o
 
 from __future__ import annotations
 
-import dataclasses
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.init import xavier_normal_
 
-from models.config import PresetName
+from models.baselines_common import load_mmsa_core_state_dict, mmsa_core_state_dict, regression_loss
 from models.errors import ModelConfigError
-from models.tasks import Task
-from models.tfn_family import (
-    NormalizedFusionModel,
-    SubNet,
-    TextSubNet,
-    check_config,
-    config_from_dict,
-    load_mmsa_core_state_dict,
-    mmsa_core_state_dict,
-    preset_params,
-    regression_loss,
-    with_one,
-)
+from models.tfn_family import FusionConfig, NormalizedFusionModel, SubNet, TextSubNet, check_config, with_one
 
 # MMSA's config/config_regression.json, lmf datasetParams.
 _DATASET_PARAMS: dict[str, dict[str, Any]] = {
@@ -75,20 +60,12 @@ _DATASET_PARAMS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class LMFConfig:
-    """MMSA's lmf parameters (same names) plus the encoder and task fields Self-MM's config has."""
+class LMFConfig(FusionConfig):
+    """MMSA's lmf parameters (same names) after FusionConfig's encoder and task fields."""
 
     model_name: ClassVar[str] = "lmf"
+    dataset_params: ClassVar[Mapping[str, Mapping[str, Any]]] = _DATASET_PARAMS
 
-    text_encoder_dir: str
-    feature_dims: tuple[int, int, int]  # (text, audio, video) input widths; text = the encoder's hidden size
-    dataset: PresetName = "mosi"
-    task: Literal["sentiment", "depression"] = "sentiment"
-    label_min: float = -3.0
-    label_max: float = 3.0
-    label_center: float = 0.0
-    exclude_zero: bool = True
-    transformers: Literal["bert", "roberta"] = "bert"
     # commonParams (need_normalized is always applied, inside the model)
     early_stop: int = 8
     # datasetParams (defaults: mosi)
@@ -104,54 +81,6 @@ class LMFConfig:
         check_config(self, ("feature_dims", "hidden_dims", "rank", "batch_size", "early_stop"))
         if self.hidden_dims[0] < 2:
             raise ModelConfigError(f"hidden_dims[0] must be >= 2 (the text output is half of it): {self.hidden_dims}")
-
-    @property
-    def audio_dim(self) -> int:
-        return self.feature_dims[1]
-
-    @property
-    def vision_dim(self) -> int:
-        return self.feature_dims[2]
-
-    @property
-    def task_spec(self) -> Task:
-        return Task(self.task, self.label_min, self.label_max, self.label_center, self.exclude_zero)
-
-    @classmethod
-    def preset(
-        cls,
-        name: str,
-        *,
-        text_encoder_dir: str | Path | None = None,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        task: str = "sentiment",
-        **overrides: Any,
-    ) -> LMFConfig:
-        """MMSA's lmf params for `name`; dims default to the dataset's, the text width to the encoder's."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(
-            **preset_params(
-                name,
-                _DATASET_PARAMS,
-                fields,
-                text_encoder_dir=text_encoder_dir,
-                audio_dim=audio_dim,
-                vision_dim=vision_dim,
-                task=task,
-                overrides=overrides,
-            )
-        )
-
-    def replace(self, **changes: Any) -> LMFConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LMFConfig:
-        return config_from_dict(cls, data)
 
 
 class LMFCore(nn.Module):
@@ -211,28 +140,15 @@ class LMFCore(nn.Module):
 class LMF(NormalizedFusionModel):
     """LMF on Self-MM's seven inputs: forward(input_ids, …, vision_lengths) → {"M": [B,1], Feature_*}."""
 
+    core_class = LMFCore
     core: LMFCore
-
-    def __init__(self, config: LMFConfig, *, load_text_weights: bool = True) -> None:
-        super().__init__(
-            LMFCore(config), config.text_encoder_dir, config.transformers, config.feature_dims[0], load_text_weights
-        )
-        self.config = config
+    config: LMFConfig
 
 
-def load_mmsa_state_dict(model: LMF, state_dict: str | Path | Mapping[str, torch.Tensor]) -> None:
-    """Load MMSA's LMF AMIO state dict (`Model.*`) strictly into model.core."""
-    load_mmsa_core_state_dict(model, state_dict)
-
-
-def mmsa_state_dict(model: LMF) -> OrderedDict[str, torch.Tensor]:
-    """model.core's weights as MMSA's LMF AMIO state dict."""
-    return mmsa_core_state_dict(model)
-
-
-def loss(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """MMSA's LMF criterion (regression): L1 of M against the labels."""
-    return regression_loss(outputs, labels)
+# MMSA's LMF AMIO state dict (`Model.*`) to and from model.core; MMSA's LMF criterion (regression): L1 of M.
+load_mmsa_state_dict = load_mmsa_core_state_dict
+mmsa_state_dict = mmsa_core_state_dict
+loss = regression_loss
 
 
 def build_optimizer(model: LMF, config: LMFConfig) -> torch.optim.Adam:

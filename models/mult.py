@@ -27,9 +27,6 @@ implemented here; off in every preset), and need_data_aligned with sequences of 
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +36,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import _read_state_dict, _strip_prefix, load_state_dict_strict
-from models.checkpoint import mmsa_state_dict as prefixed_state_dict
-from models.config import PRESETS, PresetName, default_text_encoder_dir, encoder_hidden_size
+from models.baselines_common import (
+    BaselineConfig,
+    FrozenTextModel,
+    check_text_width,
+    frozen_text_encoder,
+    load_mmsa_core_state_dict,
+    mmsa_core_state_dict,
+    regression_loss,
+)
+from models.config import PresetName, check_dataset, check_finite, encoder_hidden_size
 from models.errors import ModelConfigError
 from models.mult_transformer import TransformerEncoder
-from models.selfmm import TextEncoder, _exporting
+from models.selfmm import _exporting
 from models.tasks import Task, make_task
-from models.tfn_family import DATASET_FEATURE_DIMS, config_from_dict, regression_loss
 
 # MMSA 2.2.1 config/config_regression.json, mult datasetParams; "pretrained" (the BERT that made the pickles'
 # text features) is replaced by text_encoder_dir.
@@ -128,10 +131,13 @@ _PROBABILITIES = (
 
 
 @dataclass(frozen=True, slots=True)
-class MulTConfig:
+class MulTConfig(BaselineConfig):
     """MMSA's mult hyperparameters (commonParams and datasetParams, MMSA's names), plus the text encoder."""
 
     model_name: ClassVar[str] = "mult"
+    dataset_params: ClassVar[Mapping[str, Mapping[str, Any]]] = _DATASET_PARAMS
+    preset_labels: ClassVar[bool] = False  # no label fields: task_spec is the task's
+    overrides_name: ClassVar[str] = "MulTConfig"
 
     text_encoder_dir: str
     feature_dims: tuple[int, int, int]  # MMSA's (text, audio, vision) input widths; text = the encoder's hidden
@@ -167,8 +173,7 @@ class MulTConfig:
     weight_decay: float = 0.005  # unused, as in MMSA: its MULT trainer gives Adam only the learning rate
 
     def __post_init__(self) -> None:
-        if self.dataset not in PRESETS:
-            raise ModelConfigError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(PRESETS)}")
+        check_dataset(self)
         sizes = {
             "feature_dims": self.feature_dims,
             "dst_feature_dim_nheads": self.dst_feature_dim_nheads,
@@ -182,10 +187,7 @@ class MulTConfig:
         for name, values in sizes.items():
             if any(int(v) < 1 for v in values):
                 raise ModelConfigError(f"{name} must be >= 1, got {values if len(values) > 1 else values[0]}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ModelConfigError(f"{field.name} must be a finite number, got {value}")
+        check_finite(self)
         for name in _PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ModelConfigError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -210,60 +212,8 @@ class MulTConfig:
         return self.feature_dims[0]
 
     @property
-    def audio_dim(self) -> int:
-        return self.feature_dims[1]
-
-    @property
-    def vision_dim(self) -> int:
-        return self.feature_dims[2]
-
-    @property
     def task_spec(self) -> Task:
         return make_task(self.task, self.dataset)
-
-    @classmethod
-    def preset(
-        cls,
-        name: str,
-        *,
-        text_encoder_dir: str | Path | None = None,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        task: str = "sentiment",
-        **overrides: Any,
-    ) -> MulTConfig:
-        """MMSA's mult params for `name`; audio/vision widths default to the dataset's, text to the encoder's."""
-        if name not in _DATASET_PARAMS:
-            raise ModelConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
-        params = dict(_DATASET_PARAMS[name])
-        encoder = Path(text_encoder_dir) if text_encoder_dir is not None else default_text_encoder_dir()
-        default_audio, default_vision = DATASET_FEATURE_DIMS[name]
-        params.update(
-            text_encoder_dir=str(encoder),
-            feature_dims=(
-                encoder_hidden_size(encoder),
-                default_audio if audio_dim is None else audio_dim,
-                default_vision if vision_dim is None else vision_dim,
-            ),
-            dataset=name,
-            task=make_task(task, name).name,
-        )
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ModelConfigError(f"unknown MulTConfig fields: {', '.join(sorted(unknown))}")
-        params.update(overrides)
-        return cls(**params)
-
-    def replace(self, **changes: Any) -> MulTConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MulTConfig:
-        """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
-        return config_from_dict(cls, data)
 
 
 class MulTCore(nn.Module):
@@ -344,32 +294,20 @@ class MulTCore(nn.Module):
         }
 
 
-class MulT(nn.Module):
+class MulT(FrozenTextModel):
     """MulT on Self-MM's seven inputs; forward returns MulTCore's outputs (M [B, 1] and the features)."""
+
+    core: MulTCore
 
     def __init__(self, config: MulTConfig, *, load_text_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        hidden = encoder_hidden_size(config.text_encoder_dir)
-        if hidden != config.text_out:
-            raise ModelConfigError(
-                f"feature_dims[0]={config.text_out} but the encoder in {config.text_encoder_dir} has hidden "
-                f"size {hidden}"
-            )
+        check_text_width(config.text_out, config.text_encoder_dir, encoder_hidden_size(config.text_encoder_dir))
         self.core = MulTCore(config)
         # MMSA's model has no encoder: building ours must not move the random stream, so that one seed gives
         # MMSA's initial weights and then its dropout draws
         with torch.random.fork_rng(devices=[]):
-            self.text_model = TextEncoder(
-                config.text_encoder_dir, config.transformers, use_finetune=False, load_weights=load_text_weights
-            )
-        self.text_model.requires_grad_(False)
-        self.text_model.eval()
-
-    def train(self, mode: bool = True) -> MulT:
-        super().train(mode)
-        self.text_model.eval()  # MMSA's text features are fixed per sample: no dropout in the frozen encoder
-        return self
+            self.text_model = frozen_text_encoder(config.text_encoder_dir, config.transformers, load_text_weights)
 
     def forward(
         self,
@@ -406,19 +344,14 @@ class MulT(nn.Module):
 def load_mmsa_state_dict(model: MulT, state_dict: str | Path | Mapping[str, torch.Tensor]) -> MulT:
     """Load an MMSA AMIO(MULT) state dict (`Model.<name>`; a mapping or a `.pth`) strictly into model.core;
     the text encoder keeps its weights."""
-    source = str(state_dict) if not isinstance(state_dict, Mapping) else "MMSA MULT state dict"
-    load_state_dict_strict(model.core, _strip_prefix(_read_state_dict(state_dict)), source)
+    load_mmsa_core_state_dict(model, state_dict, "MMSA MULT state dict")
     return model
 
 
-def mmsa_state_dict(model: MulT) -> OrderedDict[str, torch.Tensor]:
-    """model.core's state dict under MMSA's names (what MMSA's AMIO for mult loads strictly)."""
-    return prefixed_state_dict(model.core)
-
-
-def loss(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """MMSA's MULT criterion (regression): nn.L1Loss (batch mean) between M [B, 1] and the labels."""
-    return regression_loss(outputs, labels)
+# model.core's state dict under MMSA's names (what MMSA's AMIO for mult loads strictly); MMSA's MULT criterion
+# (regression): nn.L1Loss (batch mean) between M [B, 1] and the labels.
+mmsa_state_dict = mmsa_core_state_dict
+loss = regression_loss
 
 
 def build_optimizer(model: MulT, config: MulTConfig) -> torch.optim.Optimizer:

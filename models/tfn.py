@@ -14,31 +14,16 @@ depression task the preset sets that range to the task's labels (0..24), which M
 
 from __future__ import annotations
 
-import dataclasses
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import PresetName
-from models.tasks import Task
-from models.tfn_family import (
-    NormalizedFusionModel,
-    SubNet,
-    TextSubNet,
-    check_config,
-    config_from_dict,
-    load_mmsa_core_state_dict,
-    mmsa_core_state_dict,
-    preset_params,
-    regression_loss,
-    with_one,
-)
+from models.baselines_common import load_mmsa_core_state_dict, mmsa_core_state_dict, regression_loss
+from models.tfn_family import FusionConfig, NormalizedFusionModel, SubNet, TextSubNet, check_config, with_one
 
 # MMSA's config/config_regression.json, tfn datasetParams.
 _DATASET_PARAMS: dict[str, dict[str, Any]] = {
@@ -70,20 +55,12 @@ _DATASET_PARAMS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class TFNConfig:
-    """MMSA's tfn parameters (same names) plus the encoder and task fields Self-MM's config has."""
+class TFNConfig(FusionConfig):
+    """MMSA's tfn parameters (same names) after FusionConfig's encoder and task fields."""
 
     model_name: ClassVar[str] = "tfn"
+    dataset_params: ClassVar[Mapping[str, Mapping[str, Any]]] = _DATASET_PARAMS
 
-    text_encoder_dir: str
-    feature_dims: tuple[int, int, int]  # (text, audio, video) input widths; text = the encoder's hidden size
-    dataset: PresetName = "mosi"
-    task: Literal["sentiment", "depression"] = "sentiment"
-    label_min: float = -3.0
-    label_max: float = 3.0
-    label_center: float = 0.0
-    exclude_zero: bool = True
-    transformers: Literal["bert", "roberta"] = "bert"
     # TFN.py's constants: M = sigmoid(·) * output_range + output_shift
     output_range: float = 6.0
     output_shift: float = -3.0
@@ -100,58 +77,12 @@ class TFNConfig:
     def __post_init__(self) -> None:
         check_config(self, ("feature_dims", "hidden_dims", "text_out", "post_fusion_dim", "batch_size", "early_stop"))
 
-    @property
-    def audio_dim(self) -> int:
-        return self.feature_dims[1]
-
-    @property
-    def vision_dim(self) -> int:
-        return self.feature_dims[2]
-
-    @property
-    def task_spec(self) -> Task:
-        return Task(self.task, self.label_min, self.label_max, self.label_center, self.exclude_zero)
-
     @classmethod
-    def preset(
-        cls,
-        name: str,
-        *,
-        text_encoder_dir: str | Path | None = None,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        task: str = "sentiment",
-        **overrides: Any,
-    ) -> TFNConfig:
-        """MMSA's tfn params for `name`; dims default to the dataset's, the text width to the encoder's."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        params = preset_params(
-            name,
-            _DATASET_PARAMS,
-            fields,
-            text_encoder_dir=text_encoder_dir,
-            audio_dim=audio_dim,
-            vision_dim=vision_dim,
-            task=task,
-            overrides=overrides,
-        )
-        if params["task"] != "sentiment":  # MMSA's (-3, 3) cannot reach the labels of the other tasks
-            label_range = {
-                "output_range": params["label_max"] - params["label_min"],
-                "output_shift": params["label_min"],
-            }
-            params.update({k: v for k, v in label_range.items() if k not in overrides})
-        return cls(**params)
-
-    def replace(self, **changes: Any) -> TFNConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TFNConfig:
-        return config_from_dict(cls, data)
+    def task_defaults(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """MMSA's (-3, 3) cannot reach the labels of the other tasks: their range instead."""
+        if params["task"] == "sentiment":
+            return {}
+        return {"output_range": params["label_max"] - params["label_min"], "output_shift": params["label_min"]}
 
 
 class TFNCore(nn.Module):
@@ -210,28 +141,15 @@ class TFNCore(nn.Module):
 class TFN(NormalizedFusionModel):
     """TFN on Self-MM's seven inputs: forward(input_ids, …, vision_lengths) → {"M": [B,1], Feature_*}."""
 
+    core_class = TFNCore
     core: TFNCore
-
-    def __init__(self, config: TFNConfig, *, load_text_weights: bool = True) -> None:
-        super().__init__(
-            TFNCore(config), config.text_encoder_dir, config.transformers, config.feature_dims[0], load_text_weights
-        )
-        self.config = config
+    config: TFNConfig
 
 
-def load_mmsa_state_dict(model: TFN, state_dict: str | Path | Mapping[str, torch.Tensor]) -> None:
-    """Load MMSA's TFN AMIO state dict (`Model.*`) strictly into model.core."""
-    load_mmsa_core_state_dict(model, state_dict)
-
-
-def mmsa_state_dict(model: TFN) -> OrderedDict[str, torch.Tensor]:
-    """model.core's weights as MMSA's TFN AMIO state dict."""
-    return mmsa_core_state_dict(model)
-
-
-def loss(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """MMSA's TFN criterion (regression): L1 of M against the labels."""
-    return regression_loss(outputs, labels)
+# MMSA's TFN AMIO state dict (`Model.*`) to and from model.core; MMSA's TFN criterion (regression): L1 of M.
+load_mmsa_state_dict = load_mmsa_core_state_dict
+mmsa_state_dict = mmsa_core_state_dict
+loss = regression_loss
 
 
 def build_optimizer(model: TFN, config: TFNConfig) -> torch.optim.Adam:

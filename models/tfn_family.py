@@ -5,7 +5,9 @@
 - `NormalizedFusionModel`: the outer model. It takes Self-MM's seven inputs and feeds a core MMSA's inputs:
   the token states of a frozen text encoder (MMSA's pickles carry a frozen BERT's `text` features) and the
   time means of audio and vision.
-- config helpers (presets, JSON, validation), the MMSA checkpoint mapping and MMSA's regression loss.
+- `FusionConfig`: the fields their configs begin with; `check_config`: the validation common to them.
+
+What they share with MulT (config plumbing, checkpoints, loss) is in models/baselines_common.py.
 
 Two deviations, both for padded batches only:
 - the time mean divides by each sequence's valid frames, where MMSA averages over the padded length (MMSA's
@@ -17,30 +19,18 @@ Two deviations, both for padded batches only:
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Self, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from models.checkpoint import _read_state_dict, _strip_prefix, load_state_dict_strict
-from models.checkpoint import mmsa_state_dict as _prefixed_state_dict
-from models.config import PRESETS, default_text_encoder_dir, encoder_hidden_size
+from models.baselines_common import BaselineConfig, FrozenTextModel, check_text_width, frozen_text_encoder
+from models.config import PresetName, check_dataset, check_finite
 from models.errors import ModelConfigError
-from models.selfmm import TextEncoder, _check_lengths, _exporting
-from models.tasks import make_task
-
-ConfigT = TypeVar("ConfigT")
-
-# MMSA's datasetCommonParams feature_dims (config/config_regression.json): audio and video widths of the
-# released pickles; the text width follows our encoder.
-DATASET_FEATURE_DIMS: dict[str, tuple[int, int]] = {"mosi": (5, 20), "mosei": (74, 35), "sims": (33, 709)}
+from models.selfmm import _check_lengths, _exporting
+from models.tasks import Task, make_task
 
 
 class SubNet(nn.Module):
@@ -101,33 +91,43 @@ def with_one(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(h[:, :1]), h], dim=1)
 
 
-class NormalizedFusionModel(nn.Module):
+@dataclass(frozen=True, slots=True)
+class FusionConfig(BaselineConfig):
+    """The fields TFNConfig and LMFConfig begin with: the encoder and the task fields Self-MM's config has."""
+
+    text_encoder_dir: str
+    feature_dims: tuple[int, int, int]  # (text, audio, video) input widths; text = the encoder's hidden size
+    dataset: PresetName = "mosi"
+    task: Literal["sentiment", "depression"] = "sentiment"
+    label_min: float = -3.0
+    label_max: float = 3.0
+    label_center: float = 0.0
+    exclude_zero: bool = True
+    transformers: Literal["bert", "roberta"] = "bert"
+
+    @property
+    def task_spec(self) -> Task:
+        return Task(self.task, self.label_min, self.label_max, self.label_center, self.exclude_zero)
+
+
+class NormalizedFusionModel(FrozenTextModel):
     """Self-MM's seven inputs → (frozen encoder's token states, time means) → a TFN/LMF core.
 
     Attributes: `text_model` (TextEncoder, frozen and always in eval mode: MMSA's features come from a fixed
-    BERT, so no dropout is drawn there) and `core` (MMSA's network; its state dict is MMSA's minus `Model.`).
+    BERT, so no dropout is drawn there) and `core` (`core_class(config)`, MMSA's network; its state dict is
+    MMSA's minus `Model.`).
     """
 
-    def __init__(
-        self, core: nn.Module, text_encoder_dir: str, transformers: str, text_dim: int, load_text_weights: bool
-    ) -> None:
-        super().__init__()
-        self.text_model = TextEncoder(
-            text_encoder_dir, transformers, use_finetune=False, load_weights=load_text_weights
-        )
-        hidden = int(self.text_model.model.config.hidden_size)
-        if hidden != text_dim:
-            raise ModelConfigError(
-                f"feature_dims[0]={text_dim} but the encoder in {text_encoder_dir} has hidden size {hidden}"
-            )
-        self.text_model.requires_grad_(False)
-        self.text_model.eval()
-        self.core = core
+    core_class: ClassVar[type[Any]]  # the core's class: core_class(config) is an nn.Module
 
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.text_model.eval()
-        return self
+    def __init__(self, config: BaselineConfig, *, load_text_weights: bool = True) -> None:
+        core = self.core_class(config)  # before the encoder, as MMSA's weights come first from one seed
+        super().__init__()
+        self.text_model = frozen_text_encoder(config.text_encoder_dir, config.transformers, load_text_weights)
+        hidden = int(self.text_model.model.config.hidden_size)
+        check_text_width(config.feature_dims[0], config.text_encoder_dir, hidden)
+        self.core = core
+        self.config = config
 
     def forward(
         self,
@@ -150,71 +150,9 @@ class NormalizedFusionModel(nn.Module):
         return outputs
 
 
-def load_mmsa_core_state_dict(
-    model: NormalizedFusionModel, state_dict: str | Path | Mapping[str, torch.Tensor]
-) -> None:
-    """Load an MMSA AMIO state dict (`Model.<name>`, a `.pth` path or a mapping) strictly into model.core.
-
-    MMSA's `Model.<name>` is our `core.<name>`; the text encoder (`text_model.*`) has no MMSA counterpart
-    (MMSA reads precomputed features) and keeps its own weights.
-    """
-    source = str(state_dict) if not isinstance(state_dict, Mapping) else "MMSA state dict"
-    load_state_dict_strict(model.core, _strip_prefix(_read_state_dict(state_dict)), source)
-
-
-def mmsa_core_state_dict(model: NormalizedFusionModel) -> OrderedDict[str, torch.Tensor]:
-    """model.core's state dict under MMSA's `Model.` prefix: what MMSA's AMIO loads strictly."""
-    return _prefixed_state_dict(model.core)
-
-
-def regression_loss(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """MMSA's regression criterion for TFN and LMF: nn.L1Loss (batch mean) of M against labels as [B, 1]."""
-    return F.l1_loss(outputs["M"], labels.view(-1, 1).to(outputs["M"].dtype))
-
-
-def preset_params(
-    name: str,
-    dataset_params: Mapping[str, Mapping[str, Any]],
-    fields: set[str],
-    *,
-    text_encoder_dir: str | Path | None,
-    audio_dim: int | None,
-    vision_dim: int | None,
-    task: str,
-    overrides: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Constructor arguments of a preset: MMSA's datasetParams[name], the dims, the task's label range."""
-    if name not in dataset_params:
-        raise ModelConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
-    encoder = Path(text_encoder_dir) if text_encoder_dir is not None else default_text_encoder_dir()
-    default_audio, default_vision = DATASET_FEATURE_DIMS[name]
-    spec = make_task(task, name)
-    params: dict[str, Any] = dict(dataset_params[name])
-    params.update(
-        text_encoder_dir=str(encoder),
-        feature_dims=(
-            encoder_hidden_size(encoder),
-            default_audio if audio_dim is None else audio_dim,
-            default_vision if vision_dim is None else vision_dim,
-        ),
-        dataset=name,
-        task=spec.name,
-        label_min=spec.label_min,
-        label_max=spec.label_max,
-        label_center=spec.label_center,
-        exclude_zero=spec.exclude_zero,
-    )
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ModelConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
-    params.update(overrides)
-    return params
-
-
 def check_config(config: Any, sizes: tuple[str, ...]) -> None:
     """Validation common to the TFN/LMF configs: positive sizes, probabilities, finite numbers, task."""
-    if config.dataset not in PRESETS:
-        raise ModelConfigError(f"unknown dataset {config.dataset!r}: expected one of {', '.join(PRESETS)}")
+    check_dataset(config)
     for name in sizes:
         values = getattr(config, name)
         for value in values if isinstance(values, tuple) else (values,):
@@ -222,26 +160,7 @@ def check_config(config: Any, sizes: tuple[str, ...]) -> None:
                 raise ModelConfigError(f"{name} must be >= 1, got {values}")
     if not all(0.0 <= p <= 1.0 for p in config.dropouts):
         raise ModelConfigError(f"dropouts must be probabilities in [0, 1], got {config.dropouts}")
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ModelConfigError(f"{field.name} must be a finite number, got {value}")
+    check_finite(config)
     if not config.label_min < config.label_max:
         raise ModelConfigError(f"label_min ({config.label_min}) must be below label_max ({config.label_max})")
     make_task(config.task, config.dataset)
-
-
-def config_from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
-    """A config as read from JSON: unknown or missing fields and wrong types are a ModelConfigError."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    unknown = set(data) - {f.name for f in fields}
-    if unknown:
-        raise ModelConfigError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
-    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in data]
-    if missing:
-        raise ModelConfigError(f"{cls.__name__} lacks field(s): {', '.join(missing)}")
-    try:
-        return TypeAdapter(cls).validate_python(dict(data))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ModelConfigError(f"{cls.__name__}: {problems}") from None
