@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 MODEL_ID = "affectstream-sentiment-default"
 TASK = "sentiment"
 DEFAULT_DIR = Path(__file__).resolve().parent / "committed"
+# The model also trained on CREMA-D voices (`model build --voices`): committed for evaluation, not the default
+# (README, "Default model": neutral human speech scores negative with it).
+VOICES_DIR = Path(__file__).resolve().parent / "candidates" / "voices"
+VOICES_BUNDLE_DIR = DEFAULT_BUNDLE_DIR.parent / "sentiment-voices-candidate"
 CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
 FACTS_FILE = "facts.json"

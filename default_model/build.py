@@ -60,8 +60,8 @@ from models.train import Trainer, TrainOptions, load_best, setup_seed
 log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
-MODEL_VERSION = "3.0.0"  # the committed default: rated sentences, synthetic speech and the CREMA-D voices
-TEXT_ONLY_MODEL_VERSION = "2.0.0"  # `model build --no-voices`: rated sentences and synthetic speech only
+MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
+VOICES_MODEL_VERSION = "3.0.0"  # with the CREMA-D voices (default_model/candidates/voices)
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -81,7 +81,7 @@ class BuildOptions:
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     work_dir: Path = Path(".affectstream") / "build" / "default-model"
     cache_dir: Path = Path(".affectstream") / "cache" / "vader"
-    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (3.0.0); None: text-only 2.0.0
+    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (3.0.0); None: 2.0.0
     cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT
@@ -259,7 +259,7 @@ def _facts(
     quality: dict[str, Any], encoder_dir: Path, max_speech_s: float,
 ) -> dict[str, Any]:
     return {
-        "model_version": TEXT_ONLY_MODEL_VERSION if options.cremad_dir is None else MODEL_VERSION,
+        "model_version": MODEL_VERSION if options.cremad_dir is None else VOICES_MODEL_VERSION,
         "task": "sentiment",
         "label_range": [-3.0, 3.0],
         "intended_use": NOT_CLINICAL,

@@ -1,7 +1,7 @@
 """`affectstream model ...`: the project's default sentiment model.
 
-- `model build`: rebuild it from scratch (corpus, espeak-ng speech, the CREMA-D voices, training, export; 55 min
-  on 2 cores); `--no-voices` builds the text-only 2.0.0 recipe (no real voices; 34 min)
+- `model build`: rebuild it from scratch (corpus, espeak-ng speech, training, export; 34 min on 2 cores);
+  `--voices` builds the candidate that also learns from the CREMA-D voices (default_model/candidates/voices)
 - `model bundle`: export the committed artefacts in default_model/committed/ to the default bundle (never retrains)
 """
 
@@ -44,8 +44,8 @@ def build(
         int | None, typer.Option(min=1, help="use only N sentences per corpus and split (quick runs)")
     ] = None,
     voices: Annotated[
-        bool, typer.Option(help="train on the CREMA-D voices too (3.0.0, the default); --no-voices: text-only 2.0.0")
-    ] = True,
+        bool, typer.Option(help="also train on the CREMA-D voices (3.0.0, written to default_model/candidates/voices)")
+    ] = False,
     cremad: Annotated[Path | None, typer.Option(
         help="CREMA-D folder (clips.csv + audio/) for --voices; default: ../shared/data/cremad")] = None,
     clips_per_split: Annotated[
@@ -58,25 +58,25 @@ def build(
         bool, typer.Option(help="a bar with ETA per phase on stderr (in place in a terminal, a line a minute in logs)")
     ] = True,
 ) -> None:
-    """Rebuild the default sentiment model (3.0.0) from the vaderSentiment corpus and the CREMA-D voices,
-    offline and reproducibly; --no-voices: the text-only recipe (2.0.0)."""
+    """Rebuild the default sentiment model from the vaderSentiment corpus (offline, reproducible); with --voices,
+    the candidate that also learns from the CREMA-D voices."""
 
     build_settings()
     _quiet_threads()
     # torch-side (train extra): imported here so that serving, which has no torch, can still load the CLI
-    from default_model.artefacts import DEFAULT_BUNDLE_DIR, DEFAULT_DIR
+    from default_model.artefacts import DEFAULT_BUNDLE_DIR, DEFAULT_DIR, VOICES_BUNDLE_DIR, VOICES_DIR
     from default_model.build import BuildOptions
     from default_model.build import build as run_build
     from default_model.cremad import DEFAULT_CREMAD_DIR
 
     if cremad is not None and not voices:
-        raise typer.BadParameter("--cremad is used only with the voices (not with --no-voices)")
+        raise typer.BadParameter("--cremad is used only with --voices")
 
     if spoken_per_split < 1 and not spoken_all:
         raise typer.BadParameter("--spoken-per-split must be >= 1 (or pass --spoken-all)")
     options = BuildOptions(
-        out_dir=out or DEFAULT_DIR,
-        bundle_dir=bundle_dir or DEFAULT_BUNDLE_DIR,
+        out_dir=out or (VOICES_DIR if voices else DEFAULT_DIR),
+        bundle_dir=bundle_dir or (VOICES_BUNDLE_DIR if voices else DEFAULT_BUNDLE_DIR),
         work_dir=work_dir,
         spoken_per_corpus=None if spoken_all else spoken_per_split,
         sentences_per_corpus=sentences_per_corpus,

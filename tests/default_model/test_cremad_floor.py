@@ -1,4 +1,4 @@
-"""The default model's audio head hears valence in real voices: r(A) on a fixed CREMA-D test subset.
+"""The voices candidate's audio head hears valence in real voices: r(A) on a fixed CREMA-D test subset.
 
 The subset (FLOOR_CLIPS test clips, seeded) goes through the same replay path as the bench
 (bench/cremad_replay.py). A depends on the audio alone, so Whisper's words (which may differ between CPUs)
@@ -47,18 +47,14 @@ async def test_audio_head_correlation_stays_above_the_floor(voices_bundle_dir: P
     assert r_a_ablated <= r_a - ABLATION_DROP, f"ablating the audio left r(A) at {r_a_ablated:.3f} (was {r_a:.3f})"
 
 
-def test_the_default_card_says_what_each_modality_learned_from(voices_bundle_dir: Path) -> None:
+def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_bundle_dir: Path) -> None:
     card = ModelCard.read(voices_bundle_dir)
     training = card.training
     assert card.model_version == "3.0.0" and card.informed_modalities == ("text", "audio")
     assert "CREMA-D" in training["audio"] and "espeak-ng" in training["audio"]
     assert "voice-perceived valence" in training["voices"]["label"]
-    assert "human unimodal label" in training["voices"]["unimodal_labels"]
-    for stated in ("standardises", "centres", "human audio label"):  # the deviations from MMSA are on the card
-        assert stated in training["deviation"], stated
+    assert "standardises" in training["deviation"]  # the audio input stage is stated as a deviation
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
-    replay = training["evaluations"]["cremad_test_actors_replay"]
-    assert replay["pearson_m_audio_ablated"] < 0.2 < replay["pearson_m"]
-    means = replay["mean_m_by_intended_emotion"]
-    assert all(means["happy"] > means[e] for e in ("anger", "disgust", "fear", "sad"))
-    assert training["evaluations"]["aims_not_reached"]  # the card says which of the issue's aims are missed
+    evaluations = training["evaluations"]
+    assert "neutral" in evaluations["not_the_default_because"]
+    assert evaluations["cremad_test_actors_replay"]["pearson_m_audio_ablated"] < 0.2
