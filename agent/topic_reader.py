@@ -35,6 +35,12 @@ class TopicRecord:
     headers: dict[str, bytes]
     value: bytes
 
+    @classmethod
+    def of(cls, partition: int, record: Any) -> TopicRecord:
+        """One kafka-python ConsumerRecord of `partition` (a key that is not UTF-8 is decoded with U+FFFD)."""
+        key = record.key.decode(errors="replace") if record.key is not None else ""
+        return cls(partition, record.offset, key, dict(record.headers), record.value or b"")
+
     @cached_property
     def message(self) -> dict[str, Any]:
         """The body, decoded (`agent.messages.decode`); not validated."""
@@ -90,11 +96,7 @@ def read_topic(
                 raise TopicReadTimeout(f"could not read {topic} within {timeout_s} s ({len(records)} records "
                                        "read)", records)  # fmt: skip
             for tp, batch in consumer.poll(timeout_ms=_POLL_MS).items():
-                records.extend(
-                    TopicRecord(tp.partition, r.offset, r.key.decode() if r.key is not None else "",
-                                dict(r.headers), r.value or b"")
-                    for r in batch
-                )  # fmt: skip
+                records.extend(TopicRecord.of(tp.partition, r) for r in batch)
                 last_new_s = time.monotonic()
     finally:
         consumer.close(autocommit=False)

@@ -166,11 +166,7 @@ class _ConsumerRun:
                     consumer.seek_to_beginning(tp)
         while not self.stop.is_set():
             batch = consumer.poll(timeout_ms=POLL_MS)
-            records = [
-                TopicRecord(tp.partition, r.offset, r.key.decode(errors="replace") if r.key is not None else "",
-                            dict(r.headers), r.value or b"")
-                for tp, rows in batch.items() for r in rows
-            ]  # fmt: skip
+            records = [TopicRecord.of(tp.partition, r) for tp, rows in batch.items() for r in rows]
             if records:
                 for record in records:
                     positions[record.partition] = record.offset + 1
