@@ -35,12 +35,13 @@ from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
 from agent.vad import SileroVad
 from agent.windows import Windower
+from bench.codec_shift import codec_shift, print_codec_shift
 from bench.cremad_eval import CHART_FILE, print_cremad, run_cremad, write_chart
 from core.card import DEFAULT_BUNDLE_DIR
 from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
 from core.media import decode_file
-from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId
+from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId, TaskScore
 from core.wer import word_error_rate
 from default_model.build import non0_acc2, pearson, vader_scores
 from default_model.corpus import (
@@ -86,8 +87,11 @@ class Pipeline:
         self.speech = SpeechRecognizer(SpeechSettings(), words_needed=False)
         self.windows = WindowSettings()
 
+    async def score_task(self, features: Features) -> TaskScore:
+        return (await self.scorer.score(features))[0]
+
     async def score(self, features: Features) -> float:
-        return (await self.scorer.score(features))[0].m
+        return (await self.score_task(features)).m
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
         """Duration-weighted mean M over the windows with words; (score, windows, texts)."""
@@ -235,6 +239,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         spoken_pred, heard, stats = await spoken_path(pipe, sample)
         spoken_s = time.perf_counter() - mark
         neutral = await neutral_readings(pipe) if SHARED.is_dir() else []
+        shift = await codec_shift(pipe, SHARED) if SHARED.is_dir() else None
     finally:
         await pipe.scorer.close()
     table = corpus_rows(test, text_pred, sample, spoken_pred, heard)
@@ -248,6 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ranking_heldout_voices_all": round(
             ranking_accuracy(spoken_pred, np.asarray([s.label for s in sample])), 4),
         "neutral_readings": neutral,
+        "call_codec_shift": shift,
         "seconds": {"text_path": round(text_s, 1), "spoken_path": round(spoken_s, 1),
                     "total": round(time.perf_counter() - started, 1)},
     }
@@ -307,6 +313,8 @@ def main() -> None:
           f"pos/neg ranking {result['ranking_heldout_voices_all']:.3f}")
     for row in result["neutral_readings"]:
         print(f"neutral {row['path']}: ours {row['ours']}, VADER compound {row['vader_compound']:.3f}")
+    if result["call_codec_shift"] is not None:
+        print_codec_shift(result["call_codec_shift"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

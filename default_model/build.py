@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from core.call_codec import CALL_CODEC
 from core.card import DEFAULT_BUNDLE_DIR
 from core.features import FeatureExtractor, FeatureSpec
 from core.features_audio import AUDIO_COLUMNS, FRAME_RATE_HZ, VOICED_COLUMN
@@ -50,6 +51,7 @@ from default_model.corpus import (
 )
 from default_model.cremad import VoiceSample, joined_voices, load_clips, voice_samples
 from default_model.dataset import MAX_SPEECH_S, VOICE_ID_PREFIX, audio_statistics, build_pickle
+from default_model.room_hum import ROOM_HUM
 from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES
 from models.adapters.crema_d import NEUTRAL_VOICE_OFFSET
 from models.config import SelfMMConfig, default_text_encoder_dir
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.0.0"  # with the CREMA-D voices (default_model/candidates/voices)
+VOICES_MODEL_VERSION = "3.1.0"  # with the CREMA-D voices, file-decoded and through a call's codec
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -70,8 +72,15 @@ AUDIO_OUT = 32
 # of the speaker's state (without it, readings in a neutral voice from other recordings scored ~-1)
 AUDIO_CENTER_COLUMNS = tuple(
     i for i, name in enumerate(AUDIO_COLUMNS) if name == "log_energy_b" or name.startswith("mfcc_"))
+# the audio LSTM's summary: the mean of its states, not the last one, which is mostly the window's trailing pause
+# (the stand-in of docs/selfmm.md §2.6: GRID's worst replay-vs-call A shift 2.3 -> 1.1, test-actor r(A) 0.53 -> 0.52)
+AUDIO_POOL = "mean"
 VOICE_REPEAT = 4  # CREMA-D train rows per clip and epoch: the voices' weight beside ~19k sentences
 VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the actor's emotion (joined_voices)
+# a clip's train rows per epoch come decoded from the file (2), through a call's Opus VOIP (1, core.call_codec)
+# and with a room's hum and noise added (1, default_model/room_hum.py): 3.0.0 heard only the quiet files, and
+# its A read the pauses (GRID's hum, gone live) and moved by up to 3 points between replay and live
+VOICE_CODECS: tuple[str | None, ...] = (None, CALL_CODEC, ROOM_HUM)
 VOICES_MAX_EPOCHS = 3  # with 4 rows per clip, 3 epochs see as many rows as 2.0.0's 4 (build time)
 
 
@@ -86,6 +95,7 @@ class BuildOptions:
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT
     voice_join_fraction: float = VOICE_JOIN_FRACTION
+    voice_codecs: tuple[str | None, ...] = VOICE_CODECS
     spoken_per_corpus: int | None = 1000  # per corpus, in train and valid; None = every sentence
     sentences_per_corpus: int | None = None  # per corpus and split (smoke runs); None = the whole corpus
     max_epochs: int | None = None  # None: 4, or VOICES_MAX_EPOCHS with the voices
@@ -140,17 +150,33 @@ def quality_by_corpus(test: list[RatedSentence], pred_by_key: dict[str, float]) 
 
 
 def voice_quality(test_out: dict[str, Any]) -> dict[str, Any]:
-    """Pearson r of M and A against the voice-perceived valence on the CREMA-D test actors (gold text)."""
-    rows = [i for i, key in enumerate(test_out["ids"]) if key.startswith(f"{VOICE_ID_PREFIX}$_$")]
-    if len(rows) < 3:
-        return {"n": len(rows)}
-    true = np.asarray(test_out["true"])[rows]
-    return {
-        "n": len(rows),
-        "pearson_m": round(pearson(np.asarray(test_out["pred"])[rows], true), 4),
-        "pearson_a": round(pearson(np.asarray(test_out["pred_A"])[rows], true), 4),
-        "pearson_t": round(pearson(np.asarray(test_out["pred_T"])[rows], true), 4),
-    }
+    """Pearson r of M and A against the voice-perceived valence on the CREMA-D test actors (gold text), decoded
+    from the files; and per other codec (a call's), r and how far the same clip's M and A moved."""
+    prefix = f"{VOICE_ID_PREFIX}$_$"
+    rows_by_codec: dict[str, dict[str, int]] = {}
+    for i, key in enumerate(test_out["ids"]):
+        if key.startswith(prefix):
+            name, _, codec = key[len(prefix):].partition("@")
+            rows_by_codec.setdefault(codec or "file", {})[name] = i
+    files = rows_by_codec.pop("file", {})
+    if len(files) < 3:
+        return {"n": len(files)}
+    true = np.asarray(test_out["true"])
+    pred = {head: np.asarray(test_out[key]) for head, key in (("m", "pred"), ("a", "pred_A"), ("t", "pred_T"))}
+    rows = list(files.values())
+    quality: dict[str, Any] = {"n": len(rows), **{f"pearson_{head}": round(pearson(pred[head][rows], true[rows]), 4)
+                                                  for head in ("m", "a", "t")}}
+    for codec, by_name in rows_by_codec.items():
+        names = [n for n in by_name if n in files]
+        there, here = [by_name[n] for n in names], [files[n] for n in names]
+        quality[codec] = {
+            "n": len(names),
+            **{f"pearson_{head}": round(pearson(pred[head][there], true[there]), 4) for head in ("m", "a")},
+            **{f"mean_abs_shift_{head}": round(float(np.mean(np.abs(pred[head][there] - pred[head][here]))), 4)
+               for head in ("m", "a")},
+            "max_abs_shift_a": round(float(np.max(np.abs(pred["a"][there] - pred["a"][here]))), 4),
+        }
+    return quality
 
 
 def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int]) -> tuple[Any, Any, Any, Any]:
@@ -161,7 +187,7 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
         audio = {"audio_standardize": True, "audio_step_frames": AUDIO_STEP_FRAMES,
                  "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT,
                  "ulgm_keep_human_labels": True, "audio_center_columns": AUDIO_CENTER_COLUMNS,
-                 "audio_voiced_column": VOICED_COLUMN}
+                 "audio_voiced_column": VOICED_COLUMN, "audio_pool": AUDIO_POOL}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
     setup_seed(options.seed)
@@ -199,19 +225,28 @@ def max_epochs(options: BuildOptions) -> int:
 
 
 def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, list[VoiceSample]] | None:
+    """CREMA-D rows per split. Train: each clip `voice_repeat` times per epoch, shared among `voice_codecs` (the
+    file's decode first, with the remainder; a call's codec; a room's hum), some joined. Valid: the file's
+    decode. Test: every codec, so the build measures what each moves (`voice_quality`)."""
     if options.cremad_dir is None:
         return None
     clips = load_clips(options.cremad_dir, per_split=options.clips_per_split, seed=options.seed)
-    samples = voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
-                            workers=options.workers, progress=options.progress)
+    codecs = options.voice_codecs or (None,)
     by_split: dict[Any, list[VoiceSample]] = {}
-    for sample in samples:
-        by_split.setdefault(sample.clip.split, []).append(sample)
-    if by_split.get("train"):  # the train rows of an epoch: each clip voice_repeat times, some joined
-        by_split["train"] = joined_voices(by_split["train"], extractor, repeat=options.voice_repeat,
-                                          fraction=options.voice_join_fraction,
-                                          max_frames=int(MAX_SPEECH_S * FRAME_RATE_HZ), seed=options.seed)
-    return by_split
+    for index, codec in enumerate(codecs):
+        samples = voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
+                                workers=options.workers, progress=options.progress, codec=codec)
+        train = [s for s in samples if s.clip.split == "train"]
+        share = options.voice_repeat // len(codecs) + (1 if index < options.voice_repeat % len(codecs) else 0)
+        if train and share:
+            by_split.setdefault("train", []).extend(joined_voices(
+                train, extractor, repeat=share,
+                fraction=options.voice_join_fraction, max_frames=int(MAX_SPEECH_S * FRAME_RATE_HZ),
+                seed=options.seed + index))
+        by_split.setdefault("test", []).extend(s for s in samples if s.clip.split == "test")
+        if index == 0:
+            by_split["valid"] = [s for s in samples if s.clip.split == "valid"]
+    return {split: rows for split, rows in by_split.items() if rows}
 
 
 def build(options: BuildOptions) -> BuildReport:
@@ -287,8 +322,9 @@ def _facts(
                           "real voices: CREMA-D (Cao et al. 2014, ODbL/DbCL), 82 actors each reading 12 neutral "
                           "sentences in six emotions, Opus 32 kbps as WebRTC carries it, fixed actor splits; "
                           f"train clips {options.voice_repeat}x per epoch, {options.voice_join_fraction:.0%} of "
-                          "those rows followed by 1-3 more clips of the same actor and emotion. Both through the "
-                          "agent's audio features"
+                          "those rows followed by 1-3 more clips of the same actor and emotion, heard decoded from "
+                          "the file, through a call's Opus VOIP and with a room's hum added (voices.codec_rows). "
+                          "Both through the agent's audio features"
                           if options.cremad_dir is not None else "no real voice")),
             "voices": _voice_facts(options),
             "vision": "not informed: no labelled faces; always the explicit 'no face' row",
@@ -302,7 +338,9 @@ def _facts(
                               f"; the audio branch centres the level and the cepstrum on each window's voiced "
                               "frames, standardises each column with the training set's mean and "
                               f"std, reads one LSTM step per {AUDIO_STEP_FRAMES} frames (their mean) and has "
-                              f"{AUDIO_HIDDEN} LSTM units and {AUDIO_OUT}-wide layers (MMSA: raw frames, 16): "
+                              f"{AUDIO_HIDDEN} LSTM units and {AUDIO_OUT}-wide layers (MMSA: raw frames, 16), "
+                              f"and summarises the LSTM by the {AUDIO_POOL} of its states (MMSA: the last one, "
+                              "mostly the window's trailing pause): "
                               "MMSA's plain audio LSTM learned a constant from these descriptors "
                               "(docs/selfmm.md section 2.6); the CREMA-D rows keep their human audio label instead "
                               "of a generated one, with loss weight 1 (MMSA: ULGM generates every unimodal label, "
@@ -346,6 +384,13 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
                             "label ULGM generates too (ulgm_keep_human_labels, docs/selfmm.md section 4.4)"),
         "train_repeat": options.voice_repeat,
         "train_join_fraction": options.voice_join_fraction,
+        "codecs": [codec or "file" for codec in (options.voice_codecs or (None,))],
+        "codec_rows": ("a clip's train rows are shared among the codecs: decoded from the file (a replayed "
+                       "recording; it takes the remainder), after an Opus VOIP round trip as a call's sender "
+                       "encodes it (core.call_codec: the pauses' hum and room noise do not survive it), and with "
+                       "50/60 Hz hum and a noise floor added at random levels (default_model/room_hum.py: other "
+                       "recordings' pauses are not as quiet as CREMA-D's); valid: the files; test: every codec, "
+                       "with how far each moved a clip's M and A"),
         "joined_rows": ("a train row may be an actor's clips of one intended emotion one after another (frame "
                         "features concatenated, cut at the 10 s limit; label = the clips' mean, text = their "
                         "sentences): CREMA-D clips last ~2.5 s, live windows up to 15 s"),

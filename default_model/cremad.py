@@ -24,15 +24,17 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from core.call_codec import CALL_CODEC, call_codec_round_trip
 from core.errors import ConfigError
 from core.features import FeatureExtractor
 from core.labels import LabelRow
 from core.progress import progress_bar
+from default_model.room_hum import ROOM_HUM, add_room_hum
 from models.adapters.crema_d import CremaClip, read_clips, voice_valence
 from models.dataset_builder import label_transcript, segment_window
 
@@ -55,10 +57,12 @@ class VoiceSample:
     audio: np.ndarray  # float32 [Ta, 29]
     vision: np.ndarray  # float32 [1, 26]: the "no face" row
     joined: tuple[CremaClip, ...] = ()  # clips spoken after `clip` in this row (joined_voices)
+    codec: str | None = None  # None: decoded from the file; CALL_CODEC: after a call's codec
 
     @property
     def name(self) -> str:
-        return "+".join(c.name for c in (self.clip, *self.joined))
+        name = "+".join(c.name for c in (self.clip, *self.joined))
+        return name if self.codec is None else f"{name}@{self.codec}"
 
 
 def load_clips(cremad_dir: Path, *, per_split: int | None = None, seed: int = 0) -> list[CremaClip]:
@@ -80,17 +84,27 @@ def _row(clip: CremaClip) -> LabelRow:
                     clip_id=clip.name, text=clip.sentence, split=clip.split)
 
 
-def clip_audio_features(clip: CremaClip, cremad_dir: Path, extractor: FeatureExtractor) -> np.ndarray:
-    """The clip's acoustic descriptors, exactly as the agent computes them on a window of that audio."""
+def clip_audio_features(
+    clip: CremaClip, cremad_dir: Path, extractor: FeatureExtractor, codec: str | None = None
+) -> np.ndarray:
+    """The clip's acoustic descriptors, exactly as the agent computes them on a window of that audio: decoded
+    from the file (`codec` None, a replayed recording), after a call's codec (`CALL_CODEC`, a live call), or with
+    a room's hum and noise added (`ROOM_HUM`, default_model/room_hum.py)."""
     window = segment_window(Path(cremad_dir) / clip.file, _row(clip), extractor.spec.vision_fps)
+    if codec == CALL_CODEC:
+        window = replace(window, audio=call_codec_round_trip(window.audio))
+    elif codec == ROOM_HUM:
+        window = replace(window, audio=add_room_hum(window.audio, clip.name))
+    elif codec is not None:
+        raise ConfigError(f"unknown voice codec {codec!r} (known: {CALL_CODEC}, {ROOM_HUM})")
     return extractor.extract(label_transcript(window, "")).audio
 
 
-def _cache_dir(cache_root: Path, extractor: FeatureExtractor) -> Path:
+def _cache_dir(cache_root: Path, extractor: FeatureExtractor, codec: str | None) -> Path:
     spec = extractor.spec.to_dict()
     key = hashlib.sha256(json.dumps({k: spec[k] for k in sorted(spec) if k.startswith("audio")},
                                     sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_root) / f"audio-{key}"
+    return Path(cache_root) / (f"audio-{key}" if codec is None else f"audio-{key}-{codec}")
 
 
 def voice_samples(
@@ -101,19 +115,21 @@ def voice_samples(
     *,
     workers: int = 2,
     progress: bool = False,
+    codec: str | None = None,
 ) -> list[VoiceSample]:
-    """Model inputs of every clip, in order (audio features cached per clip); a bad file stops the build."""
+    """Model inputs of every clip, in order (audio features cached per clip and codec, see
+    `clip_audio_features`); a bad file stops the build."""
     cremad_dir = Path(cremad_dir)
     if not (cremad_dir / CLIPS_FILE).is_file():
         raise ConfigError(f"CREMA-D corpus not found: {cremad_dir / CLIPS_FILE}")
-    cache = _cache_dir(cache_root, extractor)
+    cache = _cache_dir(cache_root, extractor, codec)
     cache.mkdir(parents=True, exist_ok=True)
 
     def audio_of(clip: CremaClip) -> np.ndarray:
         cached = cache / f"{clip.name}.npy"
         if cached.is_file():
             return np.load(cached)
-        audio = clip_audio_features(clip, cremad_dir, extractor)
+        audio = clip_audio_features(clip, cremad_dir, extractor, codec)
         partial = cached.with_suffix(".partial.npy")
         np.save(partial, audio)
         partial.replace(cached)
@@ -123,11 +139,12 @@ def voice_samples(
     samples: list[VoiceSample] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         audios = pool.map(audio_of, clips)
-        for clip, audio in zip(clips, progress_bar(audios, desc="CREMA-D voices: features", total=len(clips),
-                                                   unit="clip", enabled=progress), strict=True):
+        bar = progress_bar(audios, desc=f"CREMA-D voices: features ({codec or 'file'})", total=len(clips),
+                           unit="clip", enabled=progress)
+        for clip, audio in zip(clips, bar, strict=True):
             ids, mask, types = extractor.tokenize(clip.sentence)
             samples.append(VoiceSample(clip, voice_valence(clip), clip.sentence, ids, mask, types, audio,
-                                       extractor.vision_features(())))
+                                       extractor.vision_features(()), codec=codec))
     log.info("CREMA-D: %d clips' features in %.0f s", len(samples), time.perf_counter() - started)
     return samples
 
@@ -150,16 +167,16 @@ def joined_voices(
     window straddles it), which is why no audio is decoded again.
     """
     rng = np.random.default_rng(seed)
-    groups: dict[tuple[str, str], list[VoiceSample]] = {}
+    groups: dict[tuple[str, str, str | None], list[VoiceSample]] = {}
     for sample in samples:
-        groups.setdefault((sample.clip.actor, sample.clip.emotion), []).append(sample)
+        groups.setdefault((sample.clip.actor, sample.clip.emotion, sample.codec), []).append(sample)
     rows: list[VoiceSample] = []
     for sample in samples:
         for _ in range(max(1, repeat)):
             if rng.random() >= fraction:
                 rows.append(sample)
                 continue
-            group = groups[(sample.clip.actor, sample.clip.emotion)]
+            group = groups[(sample.clip.actor, sample.clip.emotion, sample.codec)]
             others = [group[int(i)] for i in rng.integers(0, len(group), size=int(rng.integers(1, 4)))]
             parts = [sample, *others]
             text = " ".join(p.text for p in parts)
@@ -167,6 +184,6 @@ def joined_voices(
             rows.append(VoiceSample(
                 sample.clip, float(np.mean([p.label for p in parts])), text, ids, mask, types,
                 np.concatenate([p.audio for p in parts])[:max_frames], sample.vision,
-                tuple(p.clip for p in others),
+                tuple(p.clip for p in others), sample.codec,
             ))
     return rows

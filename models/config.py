@@ -222,6 +222,9 @@ class SelfMMConfig(ConfigDict):
     # cepstral mean then no longer carry the microphone's gain and colouring. Empty = off (MMSA).
     audio_center_columns: tuple[int, ...] = ()
     audio_voiced_column: int | None = None
+    # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
+    # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
+    audio_pool: Literal["last", "mean"] = "last"
     # Deviation knob for ULGM (MMSA generates every unimodal label): rows whose dataset carries a finite human
     # unimodal label (regression_labels_T/A/V) keep it, with loss weight 1; ULGM generates the others
     # (docs/selfmm.md §4.4). Off = MMSA.

@@ -84,22 +84,29 @@ class TextEncoder(nn.Module):
 
 
 class AuViSubNet(nn.Module):
-    """1-layer LSTM over a padded sequence, its state at the last valid step, then a linear projection."""
+    """1-layer LSTM over a padded sequence, its state at the last valid step (MMSA) or the mean of its states
+    over the valid steps (`pool="mean"`, docs/selfmm.md §2.6), then a linear projection."""
 
-    def __init__(self, in_size: int, hidden_size: int, out_size: int, dropout: float) -> None:
+    def __init__(self, in_size: int, hidden_size: int, out_size: int, dropout: float, pool: str = "last") -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_size, hidden_size, num_layers=1, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.linear_1 = nn.Linear(hidden_size, out_size)
+        self.pool = pool
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: float32 [B, T, D]; lengths: int64 [B] in 1..T
         if not _exporting():
             _check_lengths(lengths, x.shape[1])
         output, _ = self.rnn(x)  # [B, T, H]
-        index = (lengths.to(device=output.device, dtype=torch.long) - 1).view(-1, 1, 1)
-        last = output.gather(1, index.expand(-1, 1, output.shape[2])).squeeze(1)  # [B, H]
-        return self.linear_1(self.dropout(last))
+        lengths = lengths.to(device=output.device, dtype=torch.long)
+        if self.pool == "mean":
+            valid = (torch.arange(output.shape[1], device=output.device)[None, :] < lengths[:, None]).to(output.dtype)
+            state = (output * valid[..., None]).sum(dim=1) / lengths.to(output.dtype)[:, None]  # [B, H]
+        else:
+            index = (lengths - 1).view(-1, 1, 1)
+            state = output.gather(1, index.expand(-1, 1, output.shape[2])).squeeze(1)  # [B, H]
+        return self.linear_1(self.dropout(state))
 
 
 class AudioSteps(nn.Module):
@@ -194,7 +201,7 @@ class SelfMM(nn.Module):
                        c.audio_voiced_column)
             if c.audio_standardize or c.audio_step_frames > 1 or c.audio_center_columns else None
         )
-        self.audio_model = AuViSubNet(c.audio_dim, c.a_lstm_hidden_size, c.audio_out, c.a_lstm_dropout)
+        self.audio_model = AuViSubNet(c.audio_dim, c.a_lstm_hidden_size, c.audio_out, c.a_lstm_dropout, c.audio_pool)
         self.video_model = AuViSubNet(c.vision_dim, c.v_lstm_hidden_size, c.video_out, c.v_lstm_dropout)
 
         self.post_fusion_dropout = nn.Dropout(c.post_fusion_dropout)

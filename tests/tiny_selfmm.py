@@ -37,27 +37,30 @@ def make_tiny_encoder(directory: Path, *, hidden: int = 32, layers: int = 2, see
     return directory
 
 
-def make_tiny_model(encoder_dir: Path, *, seed: int = 0, task: str = "sentiment") -> Any:
-    """A randomly initialised Self-MM (MOSI preset dims) on the tiny encoder, in eval mode."""
+def make_tiny_model(
+    encoder_dir: Path, *, seed: int = 0, task: str = "sentiment", config: dict[str, Any] | None = None
+) -> Any:
+    """A randomly initialised Self-MM (MOSI preset dims, `config` overrides) on the tiny encoder, in eval mode."""
     import torch
 
     from models.config import SelfMMConfig
     from models.selfmm import SelfMM
 
     torch.manual_seed(seed)
-    config = SelfMMConfig.preset("mosi", text_encoder_dir=encoder_dir, task=task)
-    return SelfMM(config).eval()
+    model_config = SelfMMConfig.preset("mosi", text_encoder_dir=encoder_dir, task=task, **(config or {}))
+    return SelfMM(model_config).eval()
 
 
 def export_tiny_bundle(
-    encoder_dir: Path, out_dir: Path, *, seed: int = 0, task: str = "sentiment", **request: Any
+    encoder_dir: Path, out_dir: Path, *, seed: int = 0, task: str = "sentiment",
+    config: dict[str, Any] | None = None, **request: Any,
 ) -> Path:
     """Export + validate a tiny model into a bundle (fp16 and int8 off unless asked: they cost time)."""
     from core.card import TaskInfo
     from exporters.bundle import ExportRequest, export_bundle
     from models.tasks import make_task
 
-    model = make_tiny_model(encoder_dir, seed=seed, task=task)
+    model = make_tiny_model(encoder_dir, seed=seed, task=task, config=config)
     spec = make_task(task, "mosi")
     options: dict[str, Any] = dict(
         out_dir=out_dir,

@@ -44,7 +44,7 @@ def build(
         int | None, typer.Option(min=1, help="use only N sentences per corpus and split (quick runs)")
     ] = None,
     voices: Annotated[
-        bool, typer.Option(help="also train on the CREMA-D voices (3.0.0, written to default_model/candidates/voices)")
+        bool, typer.Option(help="also train on the CREMA-D voices (written to default_model/candidates/voices)")
     ] = False,
     cremad: Annotated[Path | None, typer.Option(
         help="CREMA-D folder (clips.csv + audio/) for --voices; default: ../shared/data/cremad")] = None,

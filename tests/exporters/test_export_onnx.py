@@ -127,3 +127,15 @@ def test_real_samples_join_the_validation_cases(tiny_encoder: Path, tmp_path: Pa
     np.savez(partial, input_ids=feeds["input_ids"])
     with pytest.raises(ExportError, match="missing arrays attention_mask"):
         sample_cases(partial)
+
+
+def test_the_voices_audio_stage_exports_and_matches_torch(tiny_encoder: Path, tmp_path: Path) -> None:
+    """Centring, standardisation, 8-frame steps and mean-pooled LSTM states (docs/selfmm.md §2.6) in the graph:
+    the export's own validation compares it with torch on padded batches of every shape."""
+    from tiny_selfmm import AUDIO_DIM
+
+    config = {"audio_standardize": True, "audio_step_frames": 8, "audio_center_columns": (0, 2),
+              "audio_voiced_column": 1, "audio_pool": "mean"}
+    card = ModelCard.read(export_tiny_bundle(tiny_encoder, tmp_path / "voices", config=config))
+    assert card.validation.cases and AUDIO_DIM > 2
+    assert max(card.validation.max_abs_diff.values()) <= 1e-4, card.validation.max_abs_diff

@@ -97,3 +97,26 @@ def test_centred_windows_score_the_same_alone_and_padded_and_columns_are_checked
     assert torch.allclose(alone["M"], batched["M"][:1], atol=1e-5)
     with pytest.raises(Exception, match="out of range"):
         _config(tiny_bert_dir, audio_center_columns=(5,))
+
+
+def test_mean_pooling_reads_every_valid_state_and_no_padding(tiny_bert_dir: Path) -> None:
+    from models.selfmm import AuViSubNet
+
+    torch.manual_seed(0)
+    net = AuViSubNet(5, 4, 3, 0.0, pool="mean").eval()
+    lengths = torch.tensor([6, 2])
+    x = torch.randn(2, 6, 5)
+    with torch.no_grad():
+        pooled = net(x, lengths)
+        states, _ = net.rnn(x)
+        for i, n in enumerate(lengths.tolist()):
+            assert torch.allclose(pooled[i], net.linear_1(states[i, :n].mean(0)), atol=1e-6)
+        x_changed = x.clone()
+        x_changed[1, 2:] = 99.0  # padding of the short sequence
+        assert torch.allclose(net(x_changed, lengths)[1], pooled[1], atol=1e-6)
+        # the last state alone (MMSA) is not the mean of the states
+        last = AuViSubNet(5, 4, 3, 0.0)
+        last.load_state_dict(net.state_dict())
+        assert not torch.allclose(last.eval()(x, lengths), pooled, atol=1e-4)
+    model = SelfMM(_config(tiny_bert_dir, audio_standardize=True, audio_pool="mean"))
+    assert model.audio_model.pool == "mean" and model.video_model.pool == "last"
