@@ -39,6 +39,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
+from core.call_codec import CALL_OPUS_BITRATE, CALL_OPUS_RATE_HZ
 from core.errors import AffectstreamError, MediaError, NoAudioError
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ AUDIO_CODECS = ("opus", "PCMU", "PCMA")
 # last packets of a recording would never be decoded: a short silent tail pushes them through.
 TAIL_S = 0.12
 FRAME_S = 0.02
-OPUS_RATE_HZ = 48_000
-OPUS_BITRATE = 96_000  # aiortc's OpusEncoder
+OPUS_RATE_HZ = CALL_OPUS_RATE_HZ
+OPUS_BITRATE = CALL_OPUS_BITRATE  # aiortc's OpusEncoder (core/call_codec.py reproduces what it does to a voice)
 VP8_BITRATE = 500_000  # aiortc's Vp8Encoder default
 KEYFRAME_INTERVAL_S = 2.0
 CLOSE_TIMEOUT_S = 5.0  # aiortc's close can wait forever on a sender task cancelled before it started

@@ -63,7 +63,7 @@ async def codec_shift(pipe: WindowScorer, shared: Path) -> dict[str, Any]:
         audio = np.concatenate([c.samples for c in decode_file(path) if isinstance(c, AudioChunk)])
         direct = await window_scores(pipe, path.stem, audio)
         called = await window_scores(pipe, path.stem, call_codec_round_trip(audio))
-        pairs = list(zip(direct, called, strict=False))  # the round trip keeps the length: same windows
+        pairs = list(zip(direct, called, strict=True))  # the round trip keeps the length: same windows
         d_m = [abs(c.m - d.m) for d, c in pairs]
         d_a = [abs(c.a - d.a) for d, c in pairs if c.a is not None and d.a is not None]
         shifts_m += d_m

@@ -90,7 +90,7 @@ class BuildOptions:
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     work_dir: Path = Path(".affectstream") / "build" / "default-model"
     cache_dir: Path = Path(".affectstream") / "cache" / "vader"
-    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (3.0.0); None: 2.0.0
+    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (the candidate); None: 2.0.0
     cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT

