@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -336,3 +337,20 @@ class _UtteranceState:
         if self._start is not None:
             return self._start
         return max(0, self._frames_done * self._frame - self._pad)
+
+
+CALL_CHUNK_SAMPLES = SAMPLE_RATE_HZ // 50  # 20 ms: one packet of a WebRTC call
+
+
+def windows_of(windower: Windower, items: Iterable[AudioChunk | VideoFrame]) -> list[Window]:
+    """Every window `windower` cuts from `items`, the stream's end included."""
+    return [window for item in items for window in windower.push(item)] + windower.flush()
+
+
+def audio_windows(
+    audio: np.ndarray, stream: StreamId, settings: WindowSettings, vad: VoiceActivityDetector | None
+) -> list[Window]:
+    """The windows the agent cuts from 16 kHz samples (float32 [n]) arriving as a call's 20 ms packets."""
+    chunks = (AudioChunk(i / SAMPLE_RATE_HZ, audio[i: i + CALL_CHUNK_SAMPLES])
+              for i in range(0, len(audio), CALL_CHUNK_SAMPLES))  # fmt: skip
+    return windows_of(Windower(stream, settings, vad), chunks)

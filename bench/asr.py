@@ -27,7 +27,7 @@ import numpy as np
 from agent.settings import SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
 from agent.vad import SileroVad
-from agent.windows import Windower
+from agent.windows import Windower, windows_of
 from bench._cpu import cpu_info
 from core.media import decode_file
 from core.types import AudioChunk, StreamId, VideoFrame, Window
@@ -69,8 +69,7 @@ def _whole(recognizer: SpeechRecognizer, items: list[AudioChunk | VideoFrame], r
 
 def cut_windows(items: list[AudioChunk | VideoFrame], stream: StreamId = STREAM) -> list[Window]:
     """The utterance windows the agent cuts from this media (Silero VAD)."""
-    windower = Windower(stream, WindowSettings(mode="utterance"), SileroVad())
-    return [w for item in items for w in windower.push(item)] + windower.flush()
+    return windows_of(Windower(stream, WindowSettings(mode="utterance"), SileroVad()), items)
 
 
 def _windowed(recognizer: SpeechRecognizer, items: list[AudioChunk | VideoFrame], result: PathResult) -> None:

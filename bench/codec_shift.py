@@ -18,16 +18,15 @@ import numpy as np
 
 from agent.settings import WindowSettings
 from agent.speech import SpeechRecognizer
-from agent.windows import Windower
+from agent.windows import audio_windows
 from core.call_codec import CALL_CODEC, call_codec_round_trip
 from core.features import FeatureExtractor
 from core.media import decode_file
-from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, TaskScore
+from core.types import AudioChunk, StreamId, TaskScore
 
 FIXED_5S = WindowSettings(mode="fixed", length_s=5.0, hop_s=5.0)
 TALKING_FACES = (Path("av") / "derived" / "grid_11clips_concat.mp4",
                  Path("av") / "derived" / "crema_d_1001_DFA_6emotions.mp4")
-CHUNK = SAMPLE_RATE_HZ // 50  # 20 ms, what WebRTC delivers
 
 
 class WindowScorer(Protocol):
@@ -45,9 +44,7 @@ def recordings(shared: Path) -> list[Path]:
 
 
 async def window_scores(pipe: WindowScorer, name: str, audio: np.ndarray) -> list[TaskScore]:
-    windower = Windower(StreamId("codec", name), FIXED_5S, pipe.vad)
-    chunks = [AudioChunk(i / SAMPLE_RATE_HZ, audio[i: i + CHUNK]) for i in range(0, len(audio), CHUNK)]
-    windows = [w for chunk in chunks for w in windower.push(chunk)] + windower.flush()
+    windows = audio_windows(audio, StreamId("codec", name), FIXED_5S, pipe.vad)
     scores = []
     for window in windows:
         transcript = await asyncio.to_thread(pipe.speech.transcribe, window)

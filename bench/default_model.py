@@ -34,7 +34,7 @@ from agent.scoring import ModelBundle, Scorer
 from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
 from agent.vad import SileroVad
-from agent.windows import Windower
+from agent.windows import Windower, windows_of
 from bench.codec_shift import codec_shift, print_codec_shift
 from bench.cremad_eval import CHART_FILE, print_cremad, run_cremad, write_chart
 from core.card import DEFAULT_BUNDLE_DIR
@@ -95,8 +95,7 @@ class Pipeline:
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
         """Duration-weighted mean M over the windows with words; (score, windows, texts)."""
-        windower = Windower(StreamId("bench", name), self.windows, self.vad)
-        windows = [w for item in items for w in windower.push(item)] + windower.flush()
+        windows = windows_of(Windower(StreamId("bench", name), self.windows, self.vad), items)
         total, weight, texts = 0.0, 0.0, []
         for window in windows:
             transcript = await asyncio.to_thread(self.speech.transcribe, window)

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.1.0"  # with the CREMA-D voices, file-decoded and through a call's codec
+VOICES_MODEL_VERSION = "3.2.0"  # with the CREMA-D voices as the agent windows them, from the file and a call
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -384,6 +384,9 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
                             "label ULGM generates too (ulgm_keep_human_labels, docs/selfmm.md section 4.4)"),
         "train_repeat": options.voice_repeat,
         "train_join_fraction": options.voice_join_fraction,
+        "windows": ("a clip's features are those of the utterance windows the agent cuts from it (Silero VAD, "
+                    "default window settings; default_model.cremad.clip_audio_features), not of the whole file: "
+                    "the ~0.6 s of quiet before and after the words that no served window holds is not learned"),
         "codecs": [codec or "file" for codec in (options.voice_codecs or (None,))],
         "codec_rows": ("a clip's train rows are shared among the codecs: decoded from the file (a replayed "
                        "recording; it takes the remainder), after an Opus VOIP round trip as a call's sender "

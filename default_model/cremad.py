@@ -1,14 +1,18 @@
 """The CREMA-D voices of the default model: real actors, the valence listeners heard in the voice alone.
 
 Each clip of the shared corpus (`clips.csv`, Opus at WebRTC's bitrate, fixed actor splits) becomes one sample
-through the agent's own path: the file decoder and 16 kHz resampler (`models.dataset_builder.segment_window`)
-and `FeatureExtractor.extract`. The text is the sentence the actor read, from `clips.csv`: all twelve are
-neutral, Whisper transcribes them almost exactly, and using the gold sentence spares 6,700 Whisper decodes in
-the build (the bench scores the same clips with Whisper's transcripts through the replay path). The label is
+through the agent's own path: the file decoder and 16 kHz resampler (`models.dataset_builder.segment_window`),
+the utterance windows the agent cuts (Silero VAD, `agent.windows.audio_windows` with the default settings) and
+`FeatureExtractor.extract` on each window. A model that learned from whole clips heard ~0.6 s of their quiet
+lead-in and tail that no served window has (3.1.0: test r(A) 0.52 on whole clips, 0.46 on the agent's windows).
+
+The text is the sentence the actor read, from `clips.csv`: all twelve are neutral, Whisper transcribes them
+almost exactly, and using the gold sentence spares 6,700 Whisper decodes in the build (the bench scores the
+same clips with Whisper's transcripts through the replay path). The label is
 `models.adapters.crema_d.voice_valence`. Vision is the "no face" row: only the audio could be obtained.
 
-Features are cached per clip under the build's cache folder, keyed by the feature spec, so a rebuild that
-changes only training does not decode 6,700 files again.
+Features are cached per clip under the build's cache folder, keyed by the feature spec and the windowing, so a
+rebuild that changes only training does not decode 6,700 files again.
 
 `joined_voices` makes longer training rows: one actor's clips of one intended emotion spoken one after another.
 A CREMA-D clip lasts about 2.5 s, a live utterance window up to 15 s; an LSTM that only ever heard 2.5 s of a
@@ -29,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.settings import WindowSettings
+from agent.vad import SileroVad, VoiceActivityDetector
+from agent.windows import audio_windows
 from core.call_codec import CALL_CODEC, call_codec_round_trip
 from core.errors import ConfigError
 from core.features import FeatureExtractor
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CREMAD_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cremad"
 CLIPS_FILE = "clips.csv"
+SERVED_WINDOWS = WindowSettings()  # the agent's default utterance windows
+WINDOWING = "silero-utterance"  # part of the feature cache's key: whole-clip features live under another key
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +94,17 @@ def _row(clip: CremaClip) -> LabelRow:
 
 
 def clip_audio_features(
-    clip: CremaClip, cremad_dir: Path, extractor: FeatureExtractor, codec: str | None = None
+    clip: CremaClip,
+    cremad_dir: Path,
+    extractor: FeatureExtractor,
+    codec: str | None = None,
+    vad: VoiceActivityDetector | None = None,
 ) -> np.ndarray:
-    """The clip's acoustic descriptors, exactly as the agent computes them on a window of that audio: decoded
-    from the file (`codec` None, a replayed recording), after a call's codec (`CALL_CODEC`, a live call), or with
-    a room's hum and noise added (`ROOM_HUM`, default_model/room_hum.py)."""
+    """The clip's acoustic descriptors, exactly as the agent computes them on the windows it cuts from that
+    audio: decoded from the file (`codec` None, a replayed recording), after a call's codec (`CALL_CODEC`, a live
+    call), or with a room's hum and noise added (`ROOM_HUM`, default_model/room_hum.py). A clip cut into more
+    than one window gives its windows' frames one after another; one in which the detector finds no speech (the
+    agent would score nothing) gives the whole clip's."""
     window = segment_window(Path(cremad_dir) / clip.file, _row(clip), extractor.spec.vision_fps)
     if codec == CALL_CODEC:
         window = replace(window, audio=call_codec_round_trip(window.audio))
@@ -97,13 +112,15 @@ def clip_audio_features(
         window = replace(window, audio=add_room_hum(window.audio, clip.name))
     elif codec is not None:
         raise ConfigError(f"unknown voice codec {codec!r} (known: {CALL_CODEC}, {ROOM_HUM})")
-    return extractor.extract(label_transcript(window, "")).audio
+    served = audio_windows(window.audio, window.stream, SERVED_WINDOWS, vad or SileroVad())
+    return np.concatenate([extractor.extract(label_transcript(w, "")).audio for w in served or [window]])
 
 
 def _cache_dir(cache_root: Path, extractor: FeatureExtractor, codec: str | None) -> Path:
     spec = extractor.spec.to_dict()
-    key = hashlib.sha256(json.dumps({k: spec[k] for k in sorted(spec) if k.startswith("audio")},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    keyed = {k: spec[k] for k in sorted(spec) if k.startswith("audio")}
+    keyed["windows"] = {"kind": WINDOWING, **SERVED_WINDOWS.model_dump()}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_root) / (f"audio-{key}" if codec is None else f"audio-{key}-{codec}")
 
 
@@ -124,12 +141,13 @@ def voice_samples(
         raise ConfigError(f"CREMA-D corpus not found: {cremad_dir / CLIPS_FILE}")
     cache = _cache_dir(cache_root, extractor, codec)
     cache.mkdir(parents=True, exist_ok=True)
+    vad = SileroVad()  # one model; each clip's windower works on its own stream state
 
     def audio_of(clip: CremaClip) -> np.ndarray:
         cached = cache / f"{clip.name}.npy"
         if cached.is_file():
             return np.load(cached)
-        audio = clip_audio_features(clip, cremad_dir, extractor, codec)
+        audio = clip_audio_features(clip, cremad_dir, extractor, codec, vad)
         partial = cached.with_suffix(".partial.npy")
         np.save(partial, audio)
         partial.replace(cached)

@@ -10,7 +10,7 @@ import pytest
 
 from agent.settings import WindowSettings
 from agent.vad import SILERO_FRAME_SAMPLES, SileroVad, VoiceActivityDetector
-from agent.windows import Windower
+from agent.windows import CALL_CHUNK_SAMPLES, Windower, audio_windows, windows_of
 from core.media import decode_file
 from core.mediatime import sample_frames
 from core.types import SAMPLE_RATE_HZ, AudioChunk, StreamId, VideoFrame, Window
@@ -72,16 +72,8 @@ def chunks(samples: np.ndarray, size: int, start_s: float = 0.0) -> list[AudioCh
     return [AudioChunk(start_s=start_s + i / RATE, samples=samples[i : i + size]) for i in range(0, len(samples), size)]
 
 
-def run(windower: Windower, items: list[AudioChunk | VideoFrame]) -> list[Window]:
-    out: list[Window] = []
-    for item in items:
-        out.extend(windower.push(item))
-    out.extend(windower.flush())
-    return out
-
-
 def cut(segments: list[tuple[str, float]], chunk: int = 320, **overrides: object) -> list[Window]:
-    return run(Windower(STREAM, settings(**overrides), EnergyVad()), chunks(signal(segments), chunk))
+    return windows_of(Windower(STREAM, settings(**overrides), EnergyVad()), chunks(signal(segments), chunk))
 
 
 def assert_well_formed(windows: list[Window]) -> None:
@@ -192,11 +184,20 @@ def test_chunk_size_does_not_change_windows(chunk: int) -> None:
     assert got == reference
 
 
+def test_audio_windows_are_those_of_a_calls_packets() -> None:
+    segments = [("silence", 0.7), ("speech", 1.3), ("silence", 0.9), ("speech", 5.5), ("silence", 0.6)]
+    samples = signal(segments)
+    got = audio_windows(samples, STREAM, settings(), EnergyVad())
+    expected = cut(segments, chunk=CALL_CHUNK_SAMPLES)
+    assert [(w.start_s, w.end_s, w.closed_by) for w in got] == [(w.start_s, w.end_s, w.closed_by) for w in expected]
+    assert len(got) == 3 and all(np.array_equal(a.audio, b.audio) for a, b in zip(got, expected, strict=True))
+
+
 def test_gap_is_filled_with_silence_and_media_time_stays_true() -> None:
     speech = signal([("speech", 1.0)])
     windower = Windower(STREAM, settings(), EnergyVad())
     items = [*chunks(speech, 400, start_s=10.0), *chunks(speech, 400, start_s=13.0)]  # 2 s missing
-    windows = run(windower, items)
+    windows = windows_of(windower, items)
     assert windower.gap_samples == 2 * RATE
     assert [w.closed_by for w in windows] == ["utterance", "stream_end"]
     assert windows[0].start_s == pytest.approx(10.0)
@@ -209,14 +210,14 @@ def test_gap_is_filled_with_silence_and_media_time_stays_true() -> None:
 def test_overlapping_chunk_is_trimmed() -> None:
     speech = signal([("speech", 1.5)])
     items = [AudioChunk(0.0, speech[:RATE]), AudioChunk(0.5, speech[RATE // 2 :])]  # 0.5 s overlap
-    (window,) = run(Windower(STREAM, settings(), EnergyVad()), items)
+    (window,) = windows_of(Windower(STREAM, settings(), EnergyVad()), items)
     assert window.end_s == pytest.approx(1.5)
     np.testing.assert_array_equal(window.audio, speech)
 
 
 def test_stream_origin_is_kept() -> None:
     windower = Windower(STREAM, settings(), EnergyVad())
-    (window,) = run(windower, chunks(signal([("silence", 1.0), ("speech", 1.5)]), 500, start_s=100.0))
+    (window,) = windows_of(windower, chunks(signal([("silence", 1.0), ("speech", 1.5)]), 500, start_s=100.0))
     assert window.start_s == pytest.approx(100.8, abs=TOL_S)
     assert window.end_s == pytest.approx(102.5)
 
@@ -230,7 +231,7 @@ def test_frames_go_to_the_window_holding_their_time() -> None:
     for chunk, frame in zip(audio_chunks, frames, strict=True):
         items += [chunk, frame]
     windower = Windower(STREAM, settings(), EnergyVad())
-    windows = run(windower, items)
+    windows = windows_of(windower, items)
     assert len(windows) == 2
     assert_well_formed(windows)
     for w in windows:
@@ -243,7 +244,7 @@ def test_frames_a_little_behind_the_audio_still_join_their_window() -> None:
     audio = signal([("speech", 4.0)])  # max_length cut at 4.0 s, unknown until the audio gets there
     items: list[AudioChunk | VideoFrame] = [*chunks(audio, 1600)]
     items += [VideoFrame(3.9, np.zeros((2, 2, 3), np.uint8))]  # arrives after all audio (0.1 s late)
-    windows = run(Windower(STREAM, settings(max_length_s=3.95), EnergyVad()), items)
+    windows = windows_of(Windower(STREAM, settings(max_length_s=3.95), EnergyVad()), items)
     assert any(f.time_s == 3.9 for w in windows for f in w.frames)
 
 
@@ -293,7 +294,7 @@ def test_a_reconnect_restarts_seq_under_its_own_session_id() -> None:
     participant that send the same audio, though key and seqs are the same."""
     audio = signal([("speech", 1.5), ("silence", 1.0), ("speech", 1.5), ("silence", 1.0)])
     sessions = [StreamId("call-1", "patient-1", "patient", session_id=sid) for sid in ("a1b2", "c3d4")]
-    first, second = (run(Windower(stream, settings(), EnergyVad()), chunks(audio, 800)) for stream in sessions)
+    first, second = (windows_of(Windower(stream, settings(), EnergyVad()), chunks(audio, 800)) for stream in sessions)
     assert [w.seq for w in first] == [w.seq for w in second] == [0, 1]
     assert {w.stream.key for w in first + second} == {"call-1/patient-1"}
     identities = {(w.stream.key, w.stream.session_id, w.seq) for w in first + second}
@@ -303,7 +304,7 @@ def test_a_reconnect_restarts_seq_under_its_own_session_id() -> None:
 # -- fixed mode ----------------------------------------------------------------------------------------------
 def fixed(seconds: float, length_s: float, hop_s: float, chunk: int = 777) -> list[Window]:
     s = WindowSettings(mode="fixed", length_s=length_s, hop_s=hop_s)
-    return run(Windower(STREAM, s), chunks(signal([("speech", seconds)]), chunk))
+    return windows_of(Windower(STREAM, s), chunks(signal([("speech", seconds)]), chunk))
 
 
 def test_fixed_mode_tiles_media_time_when_hop_equals_length() -> None:
@@ -317,7 +318,7 @@ def test_fixed_mode_tiles_media_time_when_hop_equals_length() -> None:
 
 def test_fixed_mode_makes_windows_of_silence_too() -> None:
     s = WindowSettings(mode="fixed", length_s=2.0, hop_s=2.0)
-    windows = run(Windower(STREAM, s), chunks(signal([("silence", 4.0)]), 500))
+    windows = windows_of(Windower(STREAM, s), chunks(signal([("silence", 4.0)]), 500))
     assert [w.closed_by for w in windows] == ["hop", "hop"]
 
 
@@ -346,7 +347,7 @@ def test_fixed_mode_stream_ending_on_a_boundary_adds_no_empty_window() -> None:
 def _window_file(path: Path) -> tuple[list[Window], list[AudioChunk], list[VideoFrame]]:
     items = list(decode_file(path))
     windower = Windower(STREAM, WindowSettings(), SileroVad())
-    windows = run(windower, items)
+    windows = windows_of(windower, items)
     audio = [i for i in items if isinstance(i, AudioChunk)]
     frames = [i for i in items if isinstance(i, VideoFrame)]
     return windows, audio, frames
@@ -426,7 +427,7 @@ def test_joined_live_chunks_give_the_same_windows_with_silero(shared_data: Path)
     def key(windows: list[Window]) -> list[tuple[float, float, str, list[float]]]:
         return [(w.start_s, w.end_s, w.closed_by, [f.time_s for f in w.frames]) for w in windows]
 
-    reference = run(Windower(STREAM, WindowSettings(), SileroVad()), interleave(small))
-    got = run(Windower(STREAM, WindowSettings(), SileroVad()), interleave(joined))
+    reference = windows_of(Windower(STREAM, WindowSettings(), SileroVad()), interleave(small))
+    got = windows_of(Windower(STREAM, WindowSettings(), SileroVad()), interleave(joined))
     assert len(reference) >= 4 and key(got) == key(reference)
     assert all(np.array_equal(a.audio, b.audio) for a, b in zip(got, reference, strict=True))

@@ -58,6 +58,7 @@ def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_b
     assert "standardises" in training["deviation"]  # the audio input stage is stated as a deviation
     assert "mean of its states" in training["deviation"]
     assert training["voices"]["codecs"] == ["file", "opus-voip-96k", "room-hum"]
+    assert "utterance windows the agent cuts" in training["voices"]["windows"]  # trained on what it is served
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
     assert "live" in evaluations["not_the_default_because"]
