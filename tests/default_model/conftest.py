@@ -11,7 +11,7 @@ from default_model.artefacts import VOICES_DIR, export_default_bundle
 
 @pytest.fixture(scope="session")
 def voices_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The committed voices candidate (model 3.0.0, trained on the CREMA-D voices too), exported fp32 only."""
+    """The committed voices candidate (trained on the CREMA-D voices too), exported fp32 only."""
     path, _ = export_default_bundle(tmp_path_factory.mktemp("bundles") / "sentiment-voices", VOICES_DIR,
                                     variants=False)
     return path
