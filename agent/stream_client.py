@@ -39,7 +39,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
-from core.call_codec import CALL_OPUS_BITRATE, CALL_OPUS_RATE_HZ
+from core.call_codec import CALL_OPUS_BITRATE, CALL_OPUS_RATE_HZ, CALL_PACKET_S
 from core.errors import AffectstreamError, MediaError, NoAudioError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ AUDIO_CODECS = ("opus", "PCMU", "PCMA")
 # The receiver's audio jitter buffer releases a packet only once 4 more have arrived (aiortc: 80 ms), so the
 # last packets of a recording would never be decoded: a short silent tail pushes them through.
 TAIL_S = 0.12
-FRAME_S = 0.02
+FRAME_S = CALL_PACKET_S
 OPUS_RATE_HZ = CALL_OPUS_RATE_HZ
 OPUS_BITRATE = CALL_OPUS_BITRATE  # aiortc's OpusEncoder (core/call_codec.py reproduces what it does to a voice)
 VP8_BITRATE = 500_000  # aiortc's Vp8Encoder default

@@ -33,6 +33,7 @@ import numpy as np
 
 from agent.settings import WindowSettings
 from agent.vad import VoiceActivityDetector
+from core.call_codec import CALL_PACKET_S
 from core.gaps import GapPolicy, Jump
 from core.types import SAMPLE_RATE_HZ, AudioChunk, ClosedBy, StreamId, VideoFrame, Window
 
@@ -339,7 +340,7 @@ class _UtteranceState:
         return max(0, self._frames_done * self._frame - self._pad)
 
 
-CALL_CHUNK_SAMPLES = SAMPLE_RATE_HZ // 50  # 20 ms: one packet of a WebRTC call
+CALL_CHUNK_SAMPLES = round(CALL_PACKET_S * SAMPLE_RATE_HZ)  # one packet of a WebRTC call
 
 
 def windows_of(windower: Windower, items: Iterable[AudioChunk | VideoFrame]) -> list[Window]:

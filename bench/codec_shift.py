@@ -21,8 +21,8 @@ from agent.speech import SpeechRecognizer
 from agent.windows import audio_windows
 from core.call_codec import CALL_CODEC, call_codec_round_trip
 from core.features import FeatureExtractor
-from core.media import decode_file
-from core.types import AudioChunk, StreamId, TaskScore
+from core.media import decode_audio
+from core.types import StreamId, TaskScore
 
 FIXED_5S = WindowSettings(mode="fixed", length_s=5.0, hop_s=5.0)
 TALKING_FACES = (Path("av") / "derived" / "grid_11clips_concat.mp4",
@@ -57,7 +57,7 @@ async def codec_shift(pipe: WindowScorer, shared: Path) -> dict[str, Any]:
     """Per recording and overall: mean and max |shift| of M and A between the file's decode and the call's."""
     rows, shifts_m, shifts_a = [], [], []
     for path in recordings(shared):
-        audio = np.concatenate([c.samples for c in decode_file(path) if isinstance(c, AudioChunk)])
+        audio = decode_audio(path)
         direct = await window_scores(pipe, path.stem, audio)
         called = await window_scores(pipe, path.stem, call_codec_round_trip(audio))
         pairs = list(zip(direct, called, strict=True))  # the round trip keeps the length: same windows

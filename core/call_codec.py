@@ -18,7 +18,8 @@ from core.resample import SAMPLE_RATE_HZ
 
 CALL_OPUS_RATE_HZ = 48_000
 CALL_OPUS_BITRATE = 96_000  # aiortc's OpusEncoder (agent/stream_client.py sends with the same)
-CALL_OPUS_FRAME = 960  # 20 ms at 48 kHz
+CALL_PACKET_S = 0.02  # one packet (Opus frame) of a WebRTC call
+CALL_OPUS_FRAME = round(CALL_PACKET_S * CALL_OPUS_RATE_HZ)  # 960 samples
 CALL_CODEC = f"opus-voip-{CALL_OPUS_BITRATE // 1000}k"  # names the round trip in caches and model cards
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import av.error
+import numpy as np
 
 from core.audiotime import AudioClock
 from core.errors import MediaError, NoAudioError
@@ -70,6 +71,11 @@ def decode_file(
         yield from _decode(str(path), container, info, start_s, end_s)
     finally:
         container.close()
+
+
+def decode_audio(path: str | Path) -> np.ndarray:
+    """The file's whole audio as the agent decodes it (`decode_file`): float32 [n], mono 16 kHz."""
+    return np.concatenate([item.samples for item in decode_file(path) if isinstance(item, AudioChunk)])
 
 
 def _open(path: str | Path) -> av.container.InputContainer:

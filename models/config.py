@@ -10,12 +10,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
 from models.errors import ModelConfigError
 from models.tasks import Task, make_task
+
+AudioPool = Literal["last", "mean"]  # how the audio LSTM is summarised: its last state (MMSA) or their mean
 
 PresetName = Literal["mosi", "mosei", "sims"]
 PRESETS: tuple[str, ...] = ("mosi", "mosei", "sims")
@@ -224,7 +226,7 @@ class SelfMMConfig(ConfigDict):
     audio_voiced_column: int | None = None
     # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
     # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
-    audio_pool: Literal["last", "mean"] = "last"
+    audio_pool: AudioPool = "last"
     # Deviation knob for ULGM (MMSA generates every unimodal label): rows whose dataset carries a finite human
     # unimodal label (regression_labels_T/A/V) keep it, with loss weight 1; ULGM generates the others
     # (docs/selfmm.md §4.4). Off = MMSA.
@@ -289,6 +291,9 @@ class SelfMMConfig(ConfigDict):
         bad = [c for c in (*self.audio_center_columns, self.audio_voiced_column or 0) if not 0 <= c < self.audio_dim]
         if bad:
             raise ModelConfigError(f"audio column(s) {bad} out of range for audio_dim={self.audio_dim}")
+        if self.audio_pool not in get_args(AudioPool):
+            known = ", ".join(get_args(AudioPool))
+            raise ModelConfigError(f"audio_pool must be one of {known}, got {self.audio_pool!r}")
         if self.a_lstm_layers != 1 or self.v_lstm_layers != 1:
             # MMSA squeezes h_n's layer axis; with more layers its output shape is wrong (docs/selfmm.md §2.3).
             raise ModelConfigError("only 1-layer audio/video LSTMs are supported (as every MMSA config)")

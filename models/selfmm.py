@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedModel, RobertaConfig, RobertaModel
 
-from models.config import SelfMMConfig
+from models.config import AudioPool, SelfMMConfig
 from models.errors import ModelConfigError
 
 _ENCODERS: dict[str, tuple[type[PreTrainedModel], type[PretrainedConfig]]] = {
@@ -87,7 +87,9 @@ class AuViSubNet(nn.Module):
     """1-layer LSTM over a padded sequence, its state at the last valid step (MMSA) or the mean of its states
     over the valid steps (`pool="mean"`, docs/selfmm.md §2.6), then a linear projection."""
 
-    def __init__(self, in_size: int, hidden_size: int, out_size: int, dropout: float, pool: str = "last") -> None:
+    def __init__(
+        self, in_size: int, hidden_size: int, out_size: int, dropout: float, pool: AudioPool = "last"
+    ) -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_size, hidden_size, num_layers=1, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)

@@ -14,8 +14,8 @@ from agent.settings import SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer, load_whisper
 from agent.transcribe_file import file_windows
 from core.errors import ModelError
-from core.media import decode_file
-from core.types import AudioChunk, StreamId, Window
+from core.media import decode_audio
+from core.types import StreamId, Window
 from core.wer import WINDOWED_VS_WHOLE, WerLimit, normalize, word_error_rate, word_errors
 
 STREAM = StreamId("call-1", "patient-1", "patient")
@@ -33,7 +33,7 @@ def recognizer() -> Iterator[SpeechRecognizer]:
 
 
 def _audio(path: Path) -> np.ndarray:
-    return np.concatenate([c.samples for c in decode_file(path) if isinstance(c, AudioChunk)])
+    return decode_audio(path)
 
 
 def _window(audio: np.ndarray, start_s: float, seq: int = 0) -> Window:

@@ -8,15 +8,12 @@ import numpy as np
 import pytest
 
 from agent.vad import SILERO_FRAME_SAMPLES, SileroVad
-from core.media import decode_file
-from core.types import AudioChunk
+from core.media import decode_audio
 
 
 @pytest.fixture(scope="module")
 def jfk(shared_data: Path) -> np.ndarray:
-    return np.concatenate(
-        [c.samples for c in decode_file(shared_data / "speech/jfk/jfk.flac") if isinstance(c, AudioChunk)]
-    )
+    return decode_audio(shared_data / "speech/jfk/jfk.flac")
 
 
 def test_pieces_of_any_size_give_the_one_shot_probabilities(jfk: np.ndarray) -> None:

@@ -17,8 +17,7 @@ import pytest
 from bench.codec_shift import window_scores
 from bench.default_model import Pipeline
 from core.call_codec import call_codec_round_trip
-from core.media import decode_file
-from core.types import AudioChunk
+from core.media import decode_audio
 
 GRID = Path("av") / "derived" / "grid_11clips_concat.mp4"
 MAX_A_SHIFT = 1.8
@@ -27,7 +26,7 @@ MEAN_A_SHIFT = 0.9
 
 @pytest.mark.integration
 async def test_a_calls_codec_moves_the_audio_head_little(voices_bundle_dir: Path, shared_data: Path) -> None:
-    audio = np.concatenate([c.samples for c in decode_file(shared_data / GRID) if isinstance(c, AudioChunk)])
+    audio = decode_audio(shared_data / GRID)
     pipe = Pipeline(voices_bundle_dir)
     pipe.scorer.start()
     try:

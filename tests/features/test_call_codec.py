@@ -10,8 +10,7 @@ import pytest
 from core.call_codec import call_codec_round_trip
 from core.features import FeatureExtractor
 from core.features_audio import AUDIO_COLUMNS, VOICED_COLUMN
-from core.media import decode_file
-from core.types import AudioChunk
+from core.media import decode_audio
 from default_model.dataset import transcript_of, window_of
 
 GRID = Path("av") / "derived" / "grid_11clips_concat.mp4"  # 33 s, 11 GRID sentences with hum in the pauses
@@ -21,7 +20,7 @@ SPEECH_B = -3.0  # frames louder than -30 dBFS: speech, which the codec must kee
 
 @pytest.fixture(scope="module")
 def grid_audio(shared_data: Path) -> np.ndarray:
-    return np.concatenate([c.samples for c in decode_file(shared_data / GRID) if isinstance(c, AudioChunk)])
+    return decode_audio(shared_data / GRID)
 
 
 def test_the_round_trip_keeps_length_and_alignment(grid_audio: np.ndarray) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.config import SelfMMConfig
+from models.errors import ModelConfigError
 from models.selfmm import AudioSteps, SelfMM
 
 
@@ -120,3 +121,8 @@ def test_mean_pooling_reads_every_valid_state_and_no_padding(tiny_bert_dir: Path
         assert not torch.allclose(last.eval()(x, lengths), pooled, atol=1e-4)
     model = SelfMM(_config(tiny_bert_dir, audio_standardize=True, audio_pool="mean"))
     assert model.audio_model.pool == "mean" and model.video_model.pool == "last"
+
+
+def test_an_unknown_audio_summary_is_refused(tiny_bert_dir: Path) -> None:
+    with pytest.raises(ModelConfigError, match="audio_pool must be one of last, mean, got 'max'"):
+        _config(tiny_bert_dir, audio_pool="max")
