@@ -14,6 +14,7 @@ import onnxruntime as ort
 from agent import metrics
 from core.card import DEFAULT_BUNDLE_DIR, INPUT_NAMES, GraphFile, ModelCard, pad_to_min_lengths, sha256_file
 from core.errors import ModelError
+from core.speaker_reference import centred, own_reference
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,10 @@ class ModelBundle:
         """The graph takes only inputs of GRAPH_INPUTS (a model may leave some unread: MulT's lengths) and has
         each task's multimodal output. Unimodal outputs are optional: a model without those heads (LMF, TFN,
         MulT) has none, and its windows carry t/a/v as null."""
+        recipe = self.card.audio_reference
+        if recipe is not None and any(not 0 <= c < self._audio_dim for c in recipe.columns):
+            raise ModelError(f"{self.path}: audio_reference columns {list(recipe.columns)} are outside the graph's "
+                             f"{self._audio_dim} audio columns")
         unknown = [n for n in self.input_names if n not in INPUT_NAMES]
         if unknown:
             raise ModelError(f"{self.path}: graph takes inputs the agent does not compute: {', '.join(unknown)}")
@@ -171,6 +176,14 @@ class ModelBundle:
         audio = self._neutral.get("audio")
         if audio is None:
             audio = _frames(features.audio, self._audio_dim, "audio")
+            recipe = self.card.audio_reference
+            if recipe is not None:
+                reference = getattr(features, "audio_reference", None)
+                if reference is None:
+                    reference = own_reference(audio)
+                elif np.shape(reference) != (self._audio_dim,):
+                    raise ModelError(f"audio_reference must be [{self._audio_dim}], got {np.shape(reference)}")
+                audio = centred(audio, np.asarray(reference, np.float32), recipe.columns)
         vision = self._neutral.get("vision")
         if vision is None:
             vision = _frames(features.vision, self._vision_dim, "vision")
@@ -194,6 +207,13 @@ def check_live_use(bundle_dir: Path, card: ModelCard, feature_spec: Mapping[str,
             f"({card.live_scoring_note or 'not computable live'}); "
             "the agent cannot compute them from a call. "
             "Use it offline on MMSA pickles, or retrain on the agent's features (affectstream train)."
+        )
+    recipe = card.audio_reference
+    if recipe is not None and recipe.differences():
+        raise ModelError(
+            f"{bundle_dir}: model {card.model_id} reads the voice relative to a speaker reference taken another "
+            f"way than this agent takes it ({'; '.join(recipe.differences())}): use an agent of the model's "
+            "version, or re-export the model"
         )
     problems = feature_spec_mismatch(card.feature_spec, feature_spec)
     if problems:

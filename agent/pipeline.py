@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from agent import metrics
@@ -21,6 +21,7 @@ from agent.settings import WindowSettings
 from agent.stages import FeatureStage, ScoreSink, ScoringStage, Sink, SpeechStage, TranscriptSink
 from agent.vad import VoiceActivityDetector
 from agent.windows import Windower
+from core.speaker_reference import SpeakerReferences
 from core.types import AudioChunk, Score, StreamId, Transcript, VideoFrame, Window
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Pipeline:
     score_sinks: tuple[ScoreSink, ...] = ()
     transcript_sinks: tuple[TranscriptSink, ...] = ()
     queue_windows: int = 8
+    # each participant's running voice reference (core/speaker_reference.py), shared by every derived pipeline
+    speaker_references: SpeakerReferences = field(default_factory=SpeakerReferences)
 
     def with_sinks(
         self, scores: Sequence[ScoreSink] = (), transcripts: Sequence[TranscriptSink] = ()
@@ -204,6 +207,7 @@ async def _analyse_window(window: Window, pipeline: Pipeline) -> Score:
     await _deliver(pipeline.transcript_sinks, transcript, window)
     with metrics.time_stage("features", latencies_ms):
         features = await asyncio.to_thread(pipeline.extractor.extract, transcript)
+        features = pipeline.speaker_references.attach(window.stream.key, features)
     with metrics.time_stage("scoring", latencies_ms):
         tasks = await pipeline.scorer.score(features)
     metrics.WINDOWS_SCORED.inc()

@@ -22,6 +22,7 @@ from agent.windows import audio_windows
 from core.call_codec import CALL_CODEC, call_codec_round_trip
 from core.features import FeatureExtractor
 from core.media import decode_audio
+from core.speaker_reference import SpeakerReferences
 from core.types import StreamId, TaskScore
 
 FIXED_5S = WindowSettings(mode="fixed", length_s=5.0, hop_s=5.0)
@@ -44,11 +45,13 @@ def recordings(shared: Path) -> list[Path]:
 
 
 async def window_scores(pipe: WindowScorer, name: str, audio: np.ndarray) -> list[TaskScore]:
-    windows = audio_windows(audio, StreamId("codec", name), FIXED_5S, pipe.vad)
+    stream = StreamId("codec", name)
+    windows = audio_windows(audio, stream, FIXED_5S, pipe.vad)
+    references = SpeakerReferences()  # the recording is one participant's call, as the agent's pipeline keeps it
     scores = []
     for window in windows:
         transcript = await asyncio.to_thread(pipe.speech.transcribe, window)
-        features = await asyncio.to_thread(pipe.extractor.extract, transcript)
+        features = references.attach(stream.key, await asyncio.to_thread(pipe.extractor.extract, transcript))
         scores.append(await pipe.score_task(features))
     return scores
 

@@ -1,10 +1,10 @@
 """CREMA-D clips through the real replay path, each window scored again with its audio input ablated.
 
 Every clip is a replayed file (`agent.replay.replay`, direct, fast, no shedding) through one runtime
-(`agent.runtime.open_runtime`: Silero VAD windows, Whisper, `FeatureExtractor`, the ONNX `Scorer`), a few
-dozen clips at a time so the scorer batches across them. A score sink keeps, per window, its duration and
-outputs, and scores the window's own Features once more with the audio replaced (`ablation_audio`), so the
-ablation needs no second Whisper pass.
+(`agent.runtime.open_runtime`: Silero VAD windows, Whisper, `FeatureExtractor`, the ONNX `Scorer`); an actor's
+clips are one call, replayed one after another on one stream (`actor_calls`), the actors' calls side by side.
+A score sink keeps, per window, its duration and outputs, and scores the window's own Features once more with
+the audio replaced (`ablation_audio`), so the ablation needs no second Whisper pass.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from models.adapters.crema_d import CremaClip
 log = logging.getLogger(__name__)
 
 TASK = "sentiment"
-CLIPS_PER_REPLAY = 24  # concurrent streams per replay call: enough for the scorer to batch
+CALL_ORDER_SEED = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,9 @@ def ablation_audio(card: ModelCard) -> Ablation:
 
 
 def with_audio(features: Features, audio: np.ndarray) -> Features:
-    """The same window's features with another audio input (text, vision and transcript unchanged)."""
-    return dataclasses.replace(features, audio=audio)
+    """The same window's features with another audio input (text, vision and transcript unchanged), read on its
+    own: no speaker reference, so every clip's ablated input is the same."""
+    return dataclasses.replace(features, audio=audio, audio_reference=None)
 
 
 def task_score(tasks: Sequence[TaskScore]) -> TaskScore:
@@ -81,22 +82,33 @@ async def score_ablated(scorer: ScoringStage, features: Features, ablation: Abla
     return task_score(await scorer.score(with_audio(features, ablation.audio)))
 
 
-def clip_source(clip: CremaClip, cremad_dir: Path) -> ReplaySource:
-    return ReplaySource(StreamId(clip.name, PARTICIPANT_ID), Path(cremad_dir) / clip.file)
-
-
 def replay_settings(bundle: Path, variant: str) -> Settings:
     return Settings(scoring={"bundles": [bundle], "providers": ["CPUExecutionProvider"], "graph_variant": variant})
 
 
+def actor_calls(clips: Sequence[CremaClip], seed: int = CALL_ORDER_SEED) -> dict[str, list[CremaClip]]:
+    """Each actor's clips in a seeded random order: the clips of one call, moods mixed as a conversation's are."""
+    calls: dict[str, list[CremaClip]] = {}
+    for clip in clips:
+        calls.setdefault(clip.actor, []).append(clip)
+    rng = np.random.default_rng(seed)
+    return {actor: [own[i] for i in rng.permutation(len(own))] for actor, own in sorted(calls.items())}
+
+
 async def replay_clips(clips: Sequence[CremaClip], cremad_dir: Path, settings: Settings) -> ReplayedClips:
-    """Replay every clip once; per clip, its windows' outputs with and without audio."""
+    """Replay every clip once; per clip, its windows' outputs with and without audio.
+
+    Each actor is one participant of one call (`actor_calls`): their clips are replayed one after another on the
+    same stream, so the speaker reference the pipeline keeps for them (core/speaker_reference.py) has heard their
+    earlier clips, as it would have heard a patient's earlier speech; the actors' calls run concurrently so the
+    scorer batches across them."""
     card = ModelCard.read(Path(settings.scoring.bundles[0]))
     ablation = ablation_audio(card)
     windows: dict[str, list[WindowScore]] = {clip.name: [] for clip in clips}
+    now_playing: dict[str, str] = {}  # call id -> the clip it is replaying
     pending: list[asyncio.Task[None]] = []
     started = time.perf_counter()
-    failed, errors = 0, {}
+    failed, errors, done = 0, {}, 0
     async with open_runtime(settings, publish=False, replay=True) as runtime:
         scorer = runtime.pipeline.scorer
 
@@ -107,18 +119,27 @@ async def replay_clips(clips: Sequence[CremaClip], cremad_dir: Path, settings: S
 
         async def sink(score: Score) -> None:
             # the ablated scoring runs beside the pipeline, so the scorer batches it with other windows
-            pending.append(asyncio.create_task(keep(score, windows[score.window.stream.call_id])))
+            slot = windows[now_playing[score.window.stream.call_id]]
+            pending.append(asyncio.create_task(keep(score, slot)))
 
         pipeline = runtime.pipeline.with_sinks(scores=[sink])
         options = ReplayOptions(pace="fast", via="direct", progress=False)
-        for start in range(0, len(clips), CLIPS_PER_REPLAY):
-            part = clips[start : start + CLIPS_PER_REPLAY]
-            summary = await replay([clip_source(c, cremad_dir) for c in part], pipeline, settings, options)
-            await asyncio.gather(*pending)
-            pending.clear()
-            for result in summary.files:
-                failed += result.failed
-                if result.error:
-                    errors[result.source.stream.call_id] = result.error
-            log.info("CREMA-D replay: %d/%d clips", start + len(part), len(clips))
+
+        async def call(actor: str, own: list[CremaClip]) -> None:
+            nonlocal failed, done
+            stream = StreamId(f"cremad-actor-{actor}", PARTICIPANT_ID)
+            for clip in own:
+                now_playing[stream.call_id] = clip.name
+                summary = await replay([ReplaySource(stream, Path(cremad_dir) / clip.file)], pipeline, settings,
+                                       options)
+                for result in summary.files:
+                    failed += result.failed
+                    if result.error:
+                        errors[clip.name] = result.error
+                done += 1
+                if done % 100 == 0:
+                    log.info("CREMA-D replay: %d/%d clips", done, len(clips))
+
+        await asyncio.gather(*(call(actor, own) for actor, own in actor_calls(clips).items()))
+        await asyncio.gather(*pending)
     return ReplayedClips(windows, failed, errors, ablation, card.model_version, time.perf_counter() - started)

@@ -41,6 +41,7 @@ from core.card import DEFAULT_BUNDLE_DIR
 from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
 from core.media import decode_file
+from core.speaker_reference import SpeakerReferences
 from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId, TaskScore
 from core.wer import word_error_rate
 from default_model.build import non0_acc2, pearson, vader_scores
@@ -95,14 +96,16 @@ class Pipeline:
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
         """Duration-weighted mean M over the windows with words; (score, windows, texts)."""
-        windows = windows_of(Windower(StreamId("bench", name), self.windows, self.vad), items)
+        stream = StreamId("bench", name)
+        windows = windows_of(Windower(stream, self.windows, self.vad), items)
+        references = SpeakerReferences()  # one speaker per stream, as the agent's pipeline keeps them
         total, weight, texts = 0.0, 0.0, []
         for window in windows:
             transcript = await asyncio.to_thread(self.speech.transcribe, window)
+            features = references.attach(stream.key, await asyncio.to_thread(self.extractor.extract, transcript))
             if not transcript.text.strip():
                 continue
             texts.append(transcript.text)
-            features = await asyncio.to_thread(self.extractor.extract, transcript)
             total += await self.score(features) * window.duration_s
             weight += window.duration_s
         return (total / weight if weight else None), len(windows), texts

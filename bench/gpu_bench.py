@@ -42,7 +42,7 @@ MINILM = {  # all-MiniLM-L6-v2's config.json (the default model's text encoder)
     "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0,
     "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02,
 }
-AUDIO_DIM, VISION_DIM = 29, 26  # core.features_audio.AUDIO_DIM, core.features_vision.VISION_DIM
+AUDIO_DIM, VISION_DIM = 29, 26  # core.audio_columns.AUDIO_DIM, core.features_vision.VISION_DIM
 WINDOW_S = 5.0
 TEXT_LEN, AUDIO_LEN, VISION_LEN = 50, int(WINDOW_S * 50), int(WINDOW_S * 10)  # tokens, 50 Hz, 10 fps
 BATCHES = (1, 2, 4, 8, 16, 32, 64)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.errors import ModelError
+from core.speaker_reference import ReferenceRecipe
 
 CARD_VERSION = 1
 CARD_FILE = "card.json"
@@ -136,6 +137,9 @@ class ModelCard:
     # length axis -> the fewest steps the graph computes on (MulT's unpadded convolutions); inputs are
     # zero-padded up to it (`pad_to_min_lengths`). Empty: any length from 1.
     min_lengths: dict[str, int] = field(default_factory=dict)
+    # the audio columns the graph expects relative to the speaker's running reference (core/speaker_reference.py),
+    # subtracted by the agent before the graph; None: the graph reads the descriptors as they are
+    audio_reference: ReferenceRecipe | None = None
     card_version: int = CARD_VERSION
 
     def variant(self, name: str) -> Variant | None:
@@ -278,6 +282,8 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         intended_use=str(data.get("intended_use", "")),
         model_name=str(data.get("model_name", DEFAULT_MODEL_NAME)),
         min_lengths=_parse_min_lengths(data.get("min_lengths", {})),
+        audio_reference=(ReferenceRecipe.from_dict(data["audio_reference"])
+                         if data.get("audio_reference") is not None else None),
         card_version=int(data["card_version"]),
     )
 

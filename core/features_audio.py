@@ -1,7 +1,7 @@
 """Frame-level acoustic descriptors of 16 kHz mono audio (numpy + librosa, no torch).
 
 One row every 20 ms (50 frames/s, frames centred on multiples of the hop, so ``1 + n // 320`` rows for
-``n`` samples). Columns, in this order (``AUDIO_COLUMNS``):
+``n`` samples). Columns, in this order (``core.audio_columns.AUDIO_COLUMNS``):
 
 ====  ===================  =================================================================
  0    log_energy_b          frame RMS in bels re full scale (dBFS / 10), floor -10 (-100 dBFS)
@@ -29,6 +29,8 @@ import librosa
 import numpy as np
 import scipy.fft
 
+from core.audio_columns import AUDIO_DIM, N_MFCC, VOICED_COLUMN
+
 log = logging.getLogger(__name__)
 
 AUDIO_EXTRACTOR = "librosa-lld"
@@ -41,25 +43,10 @@ YIN_FRAME = 640  # 40 ms; YIN window 320, so periods up to 319 samples (f0 >= 50
 F0_MIN_HZ = 60.0
 F0_MAX_HZ = 500.0
 N_MELS = 40
-N_MFCC = 20
 VOICED_PERIODICITY = 0.6
 VOICED_FLOOR_DB = -55.0
 FRAME_RATE_HZ = SAMPLE_RATE_HZ / HOP
 
-AUDIO_COLUMNS: tuple[str, ...] = (
-    "log_energy_b",
-    "zcr",
-    "f0_oct",
-    "periodicity",
-    "voiced",
-    "centroid_khz",
-    "bandwidth_khz",
-    "rolloff_khz",
-    "flatness",
-    *(f"mfcc_{i}" for i in range(N_MFCC)),
-)
-AUDIO_DIM = len(AUDIO_COLUMNS)
-VOICED_COLUMN = AUDIO_COLUMNS.index("voiced")
 
 _MEL_BASIS = librosa.filters.mel(
     sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE_HZ / 2, htk=True

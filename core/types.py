@@ -118,6 +118,9 @@ class Features:
     speech_ratio: float
     face_visible_ratio: float
     latency_ms: float
+    # float32 [Da]: the speaker's running reference for this window (core/speaker_reference.py), set by the
+    # pipeline per participant stream; None: not known (the bundle then takes the window's own frames)
+    audio_reference: np.ndarray | None = None
 
     @property
     def window(self) -> Window:

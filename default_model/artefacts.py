@@ -26,6 +26,7 @@ from core.card import DEFAULT_BUNDLE_DIR, ModelCard, TaskInfo, UninformedInput
 from core.errors import ModelError
 from core.features import FeatureSpec, no_face_vision
 from exporters.bundle import ExportRequest, export_bundle
+from exporters.checkpoints import speaker_recipe
 from models.checkpoint import load_state_dict_strict
 from models.config import SelfMMConfig, default_text_encoder_dir
 from models.selfmm import SelfMM
@@ -184,6 +185,7 @@ def export_default_bundle(
         uninformed_inputs={"vision": UninformedInput(
             rows=tuple(tuple(float(x) for x in row) for row in no_face), reason=VISION_REASON)},
         live_scoring_note=facts.get("note", ""),
+        audio_reference=speaker_recipe(config),
         fp16=variants,
         int8=variants,
         overwrite=True,

@@ -27,10 +27,12 @@ import numpy as np
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from core.audio_columns import AUDIO_COLUMNS
 from core.call_codec import CALL_CODEC
 from core.card import DEFAULT_BUNDLE_DIR
 from core.features import FeatureExtractor, FeatureSpec
-from core.features_audio import AUDIO_COLUMNS, FRAME_RATE_HZ, VOICED_COLUMN
+from core.features_audio import FRAME_RATE_HZ
+from core.speaker_reference import centred, own_reference
 from default_model.artefacts import (
     DEFAULT_DIR,
     ENCODER_WEIGHTS,
@@ -49,13 +51,20 @@ from default_model.corpus import (
     sample_per_corpus,
     split_corpus,
 )
-from default_model.cremad import VoiceSample, joined_voices, load_clips, voice_samples
+from default_model.cremad import (
+    SPEAKER_REFERENCE_CLIPS,
+    VoiceSample,
+    joined_voices,
+    load_clips,
+    speaker_centred,
+    voice_samples,
+)
 from default_model.dataset import MAX_SPEECH_S, VOICE_ID_PREFIX, audio_statistics, build_pickle
 from default_model.room_hum import ROOM_HUM
 from default_model.tts import HELDOUT_VOICES, TRAIN_VOICES
 from models.adapters.crema_d import NEUTRAL_VOICE_OFFSET
 from models.config import SelfMMConfig, default_text_encoder_dir
-from models.datasets import MMSADataset, load_mmsa_pickle
+from models.datasets import MMSADataset, MMSASplit, load_mmsa_pickle
 from models.selfmm import AudioSteps, SelfMM
 from models.train import Trainer, TrainOptions, load_best, setup_seed
 
@@ -63,14 +72,15 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.2.0"  # with the CREMA-D voices as the agent windows them, from the file and a call
+VOICES_MODEL_VERSION = "3.3.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
 AUDIO_OUT = 32
-# the level and the cepstrum, centred on each window's voiced frames: gain and microphone colouring say nothing
-# of the speaker's state (without it, readings in a neutral voice from other recordings scored ~-1)
-AUDIO_CENTER_COLUMNS = tuple(
+# the level and the cepstrum, relative to the speaker's own voice (core/speaker_reference.py): gain and microphone
+# colouring say nothing of the speaker's state (without centring, neutral readings from other recordings scored
+# ~-1), and a speaker's reference, unlike a window's own mean, keeps how loud and bright this utterance is
+AUDIO_SPEAKER_COLUMNS = tuple(
     i for i, name in enumerate(AUDIO_COLUMNS) if name == "log_energy_b" or name.startswith("mfcc_"))
 # the audio LSTM's summary: the mean of its states, not the last one, which is mostly the window's trailing pause
 # (the stand-in of docs/selfmm.md §2.6: GRID's worst replay-vs-call A shift 2.3 -> 1.1, test-actor r(A) 0.53 -> 0.52)
@@ -186,10 +196,12 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
     if options.cremad_dir is not None:  # real voices: the audio stage and widths of docs/selfmm.md §2.6
         audio = {"audio_standardize": True, "audio_step_frames": AUDIO_STEP_FRAMES,
                  "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT,
-                 "ulgm_keep_human_labels": True, "audio_center_columns": AUDIO_CENTER_COLUMNS,
-                 "audio_voiced_column": VOICED_COLUMN, "audio_pool": AUDIO_POOL}
+                 "ulgm_keep_human_labels": True, "audio_speaker_columns": AUDIO_SPEAKER_COLUMNS,
+                 "audio_pool": AUDIO_POOL}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
+    for split in data.values():  # the sentences: each its own call (the voices were centred on their actor)
+        centre_on_own_voice(split, config.audio_speaker_columns, skip_prefix=f"{VOICE_ID_PREFIX}$_$")
     setup_seed(options.seed)
     model = SelfMM(config)
     if model.audio_steps is not None:  # the statistics of what the LSTM stage reads: after centring
@@ -218,6 +230,17 @@ def centred_audio(steps: AudioSteps, audio: np.ndarray, lengths: np.ndarray, chu
     return out
 
 
+def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_prefix: str) -> None:
+    """In place: every row whose id does not start with `skip_prefix`, relative to its own reference (what the
+    agent takes for a speaker's first window: core.speaker_reference.own_reference)."""
+    if not columns:
+        return
+    for i, key in enumerate(split.ids):
+        if not key.startswith(skip_prefix):
+            n = int(split.audio_lengths[i])
+            split.audio[i, :n] = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns)
+
+
 def max_epochs(options: BuildOptions) -> int:
     if options.max_epochs is not None:
         return options.max_epochs
@@ -234,8 +257,10 @@ def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, lis
     codecs = options.voice_codecs or (None,)
     by_split: dict[Any, list[VoiceSample]] = {}
     for index, codec in enumerate(codecs):
-        samples = voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
-                                workers=options.workers, progress=options.progress, codec=codec)
+        samples = speaker_centred(
+            voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
+                          workers=options.workers, progress=options.progress, codec=codec),
+            AUDIO_SPEAKER_COLUMNS, seed=options.seed + index)
         train = [s for s in samples if s.clip.split == "train"]
         share = options.voice_repeat // len(codecs) + (1 if index < options.voice_repeat % len(codecs) else 0)
         if train and share:
@@ -335,9 +360,13 @@ def _facts(
                           "fine-tuned layers are committed as float16 (the quality is measured after rounding); "
                           "training batches are cut to their longest sentence (same outputs, other dropout "
                           "draws than MMSA's padded batches)" + (
-                              f"; the audio branch centres the level and the cepstrum on each window's voiced "
-                              "frames, standardises each column with the training set's mean and "
-                              f"std, reads one LSTM step per {AUDIO_STEP_FRAMES} frames (their mean) and has "
+                              "; the level and the cepstrum are read relative to the speaker's own voice (the mean "
+                              "of their latest loud voiced frames, subtracted before the graph: by the build from "
+                              f"{SPEAKER_REFERENCE_CLIPS} other clips of a CREMA-D actor and from each synthetic "
+                              "sentence itself, by the agent per participant stream; card audio_reference; "
+                              "docs/selfmm.md section 2.7), the audio branch standardises each column with the "
+                              "training set's mean and std, reads one LSTM step per "
+                              f"{AUDIO_STEP_FRAMES} frames (their mean) and has "
                               f"{AUDIO_HIDDEN} LSTM units and {AUDIO_OUT}-wide layers (MMSA: raw frames, 16), "
                               f"and summarises the LSTM by the {AUDIO_POOL} of its states (MMSA: the last one, "
                               "mostly the window's trailing pause): "
@@ -387,6 +416,10 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
         "windows": ("a clip's features are those of the utterance windows the agent cuts from it (Silero VAD, "
                     "default window settings; default_model.cremad.clip_audio_features), not of the whole file: "
                     "the ~0.6 s of quiet before and after the words that no served window holds is not learned"),
+        "speaker_reference": (f"a clip's level and cepstrum are taken relative to its actor's voice: the running "
+                              f"reference of core/speaker_reference.py after {SPEAKER_REFERENCE_CLIPS} other clips of "
+                              "the actor (same codec, drawn at random) and the clip itself, as the agent keeps one "
+                              "per participant over a call (default_model.cremad.speaker_centred)"),
         "codecs": [codec or "file" for codec in (options.voice_codecs or (None,))],
         "codec_rows": ("a clip's train rows are shared among the codecs: decoded from the file (a replayed "
                        "recording; it takes the remainder), after an Opus VOIP round trip as a call's sender "

@@ -41,6 +41,7 @@ from core.errors import ConfigError
 from core.features import FeatureExtractor
 from core.labels import LabelRow
 from core.progress import progress_bar
+from core.speaker_reference import centred, reference_over
 from default_model.room_hum import ROOM_HUM, add_room_hum
 from models.adapters.crema_d import CremaClip, read_clips, voice_valence
 from models.dataset_builder import label_transcript, segment_window
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CREMAD_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cremad"
 CLIPS_FILE = "clips.csv"
+SPEAKER_REFERENCE_CLIPS = 20  # a clip's reference: this many other clips of its actor (~40 s of their speech)
 SERVED_WINDOWS = WindowSettings()  # the agent's default utterance windows
 WINDOWING = "silero-utterance"  # part of the feature cache's key: whole-clip features live under another key
 
@@ -205,3 +207,22 @@ def joined_voices(
                 tuple(p.clip for p in others), sample.codec,
             ))
     return rows
+
+
+def speaker_centred(
+    samples: Sequence[VoiceSample], columns: Sequence[int], *, clips: int = SPEAKER_REFERENCE_CLIPS, seed: int
+) -> list[VoiceSample]:
+    """Each sample with `columns` taken relative to its actor's voice, as the agent takes a participant's: the
+    running reference (core/speaker_reference.py) after `clips` other clips of the same actor through the same
+    codec, drawn at random, then the clip itself (a call's earlier speech, then this window)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str | None], list[VoiceSample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.clip.actor, sample.codec), []).append(sample)
+    out = []
+    for sample in samples:
+        others = [o for o in groups[(sample.clip.actor, sample.codec)] if o.clip.name != sample.clip.name]
+        picked = sorted(rng.choice(len(others), size=min(clips, len(others)), replace=False)) if others else []
+        reference = reference_over([*(others[i].audio for i in picked), sample.audio])
+        out.append(replace(sample, audio=centred(sample.audio, reference, columns)))
+    return out

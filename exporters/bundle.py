@@ -26,6 +26,7 @@ from core.card import (
     describe_graph,
     pad_to_min_lengths,
 )
+from core.speaker_reference import ReferenceRecipe
 from exporters import quantize
 from exporters.cases import random_cases, real_text_cases, sample_cases
 from exporters.errors import ExportError
@@ -73,6 +74,7 @@ class ExportRequest:
     training: dict[str, Any]
     informed_modalities: tuple[str, ...] = ("text", "audio", "vision")
     uninformed_inputs: dict[str, UninformedInput] = field(default_factory=dict)
+    audio_reference: ReferenceRecipe | None = None  # columns the agent centres on the speaker before the graph
     live_scoring_note: str = ""
     samples: Path | None = None  # real feature samples (.npz or MMSA pickle) for validation
     opset: int = DEFAULT_OPSET
@@ -160,6 +162,7 @@ def _build(model: nn.Module, request: ExportRequest, work: Path) -> ModelCard:
         text_packed=graph.text_packed,
         model_name=spec.name,
         min_lengths=min_lengths,
+        audio_reference=request.audio_reference,
     )
     card.write(work)
     return card

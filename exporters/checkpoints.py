@@ -12,6 +12,7 @@ from torch import nn
 
 from core.card import TaskInfo, UninformedInput, sha256_file
 from core.features import FeatureSpec
+from core.speaker_reference import ReferenceRecipe
 from core.text_input import read_text
 from exporters.bundle import ExportRequest
 from exporters.errors import ExportError
@@ -125,9 +126,16 @@ def checkpoint_export(
         training=training,
         informed_modalities=informed,
         uninformed_inputs=uninformed_inputs(informed, config.audio_dim, config.vision_dim, metadata),
+        audio_reference=speaker_recipe(config),
         **options,
     )
     return model, request
+
+
+def speaker_recipe(config: ModelConfig) -> ReferenceRecipe | None:
+    """The card's `audio_reference` of a model trained on speaker-centred audio (Self-MM's audio_speaker_columns)."""
+    columns = tuple(getattr(config, "audio_speaker_columns", ()))
+    return ReferenceRecipe(columns) if columns else None
 
 
 def default_model_id(config: ModelConfig) -> str:

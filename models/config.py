@@ -224,6 +224,10 @@ class SelfMMConfig(ConfigDict):
     # cepstral mean then no longer carry the microphone's gain and colouring. Empty = off (MMSA).
     audio_center_columns: tuple[int, ...] = ()
     audio_voiced_column: int | None = None
+    # ... or take these columns relative to the speaker's running reference, subtracted before the graph (by the
+    # build for training rows, by the agent per participant: core/speaker_reference.py, docs/selfmm.md §2.7).
+    # The graph computes nothing for it; the export writes it on the card. Empty = off (MMSA).
+    audio_speaker_columns: tuple[int, ...] = ()
     # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
     # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
     audio_pool: AudioPool = "last"
@@ -288,7 +292,8 @@ class SelfMMConfig(ConfigDict):
             raise ModelConfigError(f"label_min ({self.label_min}) must be below label_max ({self.label_max})")
         if self.finetune_top_layers is not None and self.finetune_top_layers < 1:
             raise ModelConfigError(f"finetune_top_layers must be >= 1 or None, got {self.finetune_top_layers}")
-        bad = [c for c in (*self.audio_center_columns, self.audio_voiced_column or 0) if not 0 <= c < self.audio_dim]
+        bad = [c for c in (*self.audio_center_columns, *self.audio_speaker_columns, self.audio_voiced_column or 0)
+               if not 0 <= c < self.audio_dim]
         if bad:
             raise ModelConfigError(f"audio column(s) {bad} out of range for audio_dim={self.audio_dim}")
         if self.audio_pool not in get_args(AudioPool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from agent.settings import ScoringSettings
 from core.card import UninformedInput
 from core.errors import ModelError
 from core.features import FeatureSpec
+from core.speaker_reference import FLOOR_BELS, FRAMES, ReferenceRecipe, own_reference
 from core.types import Features, StreamId, Transcript, Window
 
 pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
@@ -277,3 +279,53 @@ def test_the_runtimes_sessions_take_the_thread_settings(agent_spec_bundle: Path,
     options = bundle.session.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
+# -- a model that reads the voice relative to the speaker (card audio_reference, core/speaker_reference.py) ----
+
+
+@pytest.fixture(scope="module")
+def speaker_bundle(tmp_path_factory: pytest.TempPathFactory, encoder: Path) -> Path:
+    return export_tiny_bundle(encoder, tmp_path_factory.mktemp("speaker") / "bundle", seed=1,
+                              audio_reference=ReferenceRecipe((0, 2)))
+
+
+def test_the_speaker_reference_is_subtracted_from_the_cards_columns(speaker_bundle: Path) -> None:
+    bundle = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    features = make_features(3)
+    reference = np.arange(AUDIO_DIM, dtype=np.float32) + 1.0
+    prepared = bundle.prepare(replace(features, audio_reference=reference))
+    expected = features.audio.copy()
+    expected[:, [0, 2]] -= reference[[0, 2]]
+    np.testing.assert_allclose(prepared.audio, expected)
+    alone = bundle.prepare(features)  # no reference known: the window's own frames
+    expected = features.audio.copy()
+    expected[:, [0, 2]] -= own_reference(features.audio)[[0, 2]]
+    np.testing.assert_allclose(alone.audio, expected, atol=1e-6)
+    with pytest.raises(ModelError, match="audio_reference must be"):
+        bundle.prepare(replace(features, audio_reference=np.zeros(3, np.float32)))
+
+
+async def test_the_same_window_scores_differently_against_another_speakers_reference(speaker_bundle: Path) -> None:
+    bundle = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    features = make_features(4)
+    quiet, loud = (replace(features, audio_reference=np.full(AUDIO_DIM, level, np.float32)) for level in (-4.0, 2.0))
+    scorer = Scorer([bundle], ScoringSettings(max_batch=4, max_wait_ms=5))
+    (a,), (b,) = await _score_all(scorer, [[quiet], [loud]])
+    assert abs(a[0].m - b[0].m) > 1e-4
+
+
+def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "other-floor"
+    copy.mkdir()
+    for path in speaker_bundle.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    card = json.loads((copy / "card.json").read_text())
+    card["audio_reference"]["floor_bels"] = -6.0
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="speaker reference taken another way"):
+        ModelBundle.load(copy, tiny_feature_spec())
+    card["audio_reference"] = {"columns": [0, 7], "floor_bels": FLOOR_BELS, "frames": FRAMES}
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="outside the graph's 5 audio columns"):
+        ModelBundle.load(copy, tiny_feature_spec())

@@ -12,6 +12,7 @@ from agent.settings import ScoringSettings
 from bench.cremad_anchors import clip_samples
 from bench.cremad_replay import ablation_audio, score_ablated, task_score, with_audio
 from core.features import FeatureExtractor, FeatureSpec
+from core.speaker_reference import centred, own_reference
 from core.types import Features
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from default_model.dataset import transcript_of, window_of
@@ -39,17 +40,24 @@ def features(bundle: ModelBundle) -> list[Features]:
 
 def test_with_audio_changes_the_audio_only(bundle: ModelBundle, features: list[Features]) -> None:
     ablation = ablation_audio(bundle.card)
+    recipe = bundle.card.audio_reference
+    assert recipe is not None
+
+    def fed(audio: np.ndarray) -> np.ndarray:
+        return centred(audio, own_reference(audio), recipe.columns)
+
     assert ablation.audio.shape == (51, int(bundle.card.input_info("audio").shape[-1]))  # 1 s at 50 frames/s
     for original in features:
         ablated = with_audio(original, ablation.audio)
         assert ablated.audio is ablation.audio
         assert ablated.transcript is original.transcript and ablated.vision is original.vision
         np.testing.assert_array_equal(ablated.input_ids, original.input_ids)
-        # what the graph is fed: the clip's own audio, and the ablation row once ablated (the card substitutes
-        # no audio: an uninformed audio row would make the ablation a no-op)
-        assert "audio" not in bundle.card.uninformed_inputs
-        np.testing.assert_array_equal(bundle.prepare(original).audio, original.audio)
-        np.testing.assert_array_equal(bundle.prepare(ablated).audio, ablation.audio)
+        # what the graph is fed: the clip's own audio, and the ablation row once ablated, each relative to its own
+        # frames (no speaker reference here; an ablated window never carries one, so every clip's is the same);
+        # the card substitutes no audio: an uninformed audio row would make the ablation a no-op
+        assert "audio" not in bundle.card.uninformed_inputs and ablated.audio_reference is None
+        np.testing.assert_allclose(bundle.prepare(original).audio, fed(original.audio), atol=1e-6)
+        np.testing.assert_allclose(bundle.prepare(ablated).audio, fed(ablation.audio), atol=1e-6)
         assert original.audio.shape[0] > 50  # > 1 s of real audio, not a row of zeros
         assert np.abs(original.audio).sum() > 1.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.audio_columns import VOICED_COLUMN
 from core.features import FeatureExtractor, FeatureSpec
-from core.features_audio import VOICED_COLUMN
 from default_model.dataset import transcript_of, window_of
 from default_model.room_hum import HUM_DBFS, add_room_hum
 from models.config import default_text_encoder_dir

@@ -11,13 +11,23 @@ import pytest
 from agent.settings import WindowSettings
 from agent.vad import SileroVad
 from agent.windows import audio_windows
+from core.audio_columns import AUDIO_DIM, LEVEL_COLUMN, VOICED_COLUMN
 from core.call_codec import CALL_CODEC
 from core.errors import ConfigError
 from core.features import FeatureExtractor, FeatureSpec
 from default_model.build import BuildOptions, _voices, voice_quality
-from default_model.cremad import DEFAULT_CREMAD_DIR, _row, clip_audio_features, load_clips, voice_samples
+from default_model.cremad import (
+    DEFAULT_CREMAD_DIR,
+    VoiceSample,
+    _row,
+    clip_audio_features,
+    load_clips,
+    speaker_centred,
+    voice_samples,
+)
 from default_model.dataset import VOICE_ID_PREFIX
 from default_model.room_hum import ROOM_HUM
+from models.adapters.crema_d import CremaClip
 from models.config import default_text_encoder_dir
 from models.dataset_builder import label_transcript, segment_window
 
@@ -94,3 +104,27 @@ def test_voice_quality_reports_what_the_call_codec_moved() -> None:
     assert call["mean_abs_shift_a"] == pytest.approx(1.5 / 4, abs=1e-4)
     assert call["max_abs_shift_a"] == pytest.approx(1.0, abs=1e-4)
     assert call["pearson_a"] == pytest.approx(np.corrcoef(a_call, true[:4])[0, 1], abs=1e-3)
+
+
+def _sample(actor: str, name: str, level: float, codec: str | None = None) -> VoiceSample:
+    clip = CremaClip(f"audio/{actor}_{name}.opus", actor, "train", "It's eleven o'clock.", "happy", "high",
+                     {"A": 0, "D": 0, "F": 0, "H": 5, "N": 0, "S": 0}, 5)
+    audio = np.zeros((10, AUDIO_DIM), np.float32)
+    audio[:, LEVEL_COLUMN], audio[:, VOICED_COLUMN] = level, 1.0
+    ids = np.array([101, 102], np.int64)
+    return VoiceSample(clip, 1.0, clip.sentence, ids, np.ones(2, np.int64), np.zeros(2, np.int64), audio,
+                       np.zeros((1, 26), np.float32), codec=codec)
+
+
+def test_a_clips_level_is_taken_relative_to_its_own_actor_through_the_same_codec() -> None:
+    loud_actor = [_sample("1001", f"c{i}", -1.0) for i in range(4)]
+    quiet_actor = [_sample("1002", f"c{i}", -3.0) for i in range(4)]
+    odd = _sample("1001", "shout", -0.5)
+    called = [_sample("1001", f"c{i}", -2.0, CALL_CODEC) for i in range(4)]
+    out = speaker_centred([*loud_actor, odd, *quiet_actor, *called], (LEVEL_COLUMN,), clips=4, seed=0)
+    levels = [float(s.audio[0, LEVEL_COLUMN]) for s in out]
+    # every other clip of the actor is drawn (4 of 4), then the clip itself: equally many frames each
+    assert levels[:4] == pytest.approx([-1.0 - (-1.0 * 4 - 0.5) / 5] * 4)  # a little quieter than the actor
+    assert levels[4] == pytest.approx(-0.5 - (-1.0 * 4 - 0.5) / 5)  # the shout: louder than the actor
+    assert levels[5:] == pytest.approx([0.0] * 8)  # the other actor, the other codec: their own references
+    assert out[0].audio[0, VOICED_COLUMN] == 1.0  # other columns as they were

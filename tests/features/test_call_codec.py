@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.audio_columns import AUDIO_COLUMNS, VOICED_COLUMN
 from core.call_codec import call_codec_round_trip
 from core.features import FeatureExtractor
-from core.features_audio import AUDIO_COLUMNS, VOICED_COLUMN
 from core.media import decode_audio
 from default_model.dataset import transcript_of, window_of
 

@@ -21,6 +21,7 @@ from agent.pipeline import Pipeline, run_stream
 from agent.settings import KafkaSettings, Settings, WindowSettings
 from agent.stages import Sink
 from agent.topic_reader import TopicRecord
+from core.speaker_reference import SpeakerReferences
 from core.types import Score, StreamId, Transcript
 
 TOKEN = "live-test-token"
@@ -118,11 +119,13 @@ def _append(target: list[Any]) -> Sink[Any]:
 
 
 async def reference_run(path: Path, pipeline: Pipeline, windows: WindowSettings, vision_fps: float) -> Collected:
-    """The file decoded directly (no WebRTC) through the very same pipeline, without shedding."""
+    """The file decoded directly (no WebRTC) through the very same models, without shedding: a call of its own
+    (its speaker reference starts empty, as the live stream's does, whatever ran before)."""
     collected = Collected([], [])
     stream = StreamId("reference", path.stem[:100])
     media = file_media(ReplaySource(stream, path), vision_fps, pace="fast")
-    await run_stream(stream, media, pipeline_with(pipeline, windows, collected), shed_on_overload=False)
+    own = replace(pipeline_with(pipeline, windows, collected), speaker_references=SpeakerReferences())
+    await run_stream(stream, media, own, shed_on_overload=False)
     collected.scores.sort(key=lambda s: s.window.seq)
     collected.transcripts.sort(key=lambda t: t.window.seq)
     return collected

@@ -1,0 +1,147 @@
+"""A speaker's acoustic reference: the mean descriptors of their recent loud voiced frames.
+
+A window's level and cepstrum say as much about the microphone, its gain and the codec as about the voice. A
+model that reads them relative to the same speaker's own speech hears how this speaker sounds *now* against how
+they sound in general (docs/selfmm.md §2.7). The agent keeps one `SpeakerReference` per participant stream
+(`SpeakerReferences`, owned by the pipeline); the build computes the same reference for each training clip from
+other clips of the same actor; a model card's `audio_reference` names the columns its graph expects centred
+this way, and the bundle subtracts the reference before the graph (agent/bundle.py `ModelBundle.prepare`).
+
+Only voiced frames above `FLOOR_BELS` count: quiet voiced frames are mostly the codec's comfort noise and the
+room, which moved the reference with the transport. The floor trades the two measured in docs/selfmm.md §2.7: a
+higher one keeps a call's codec from moving the reference, a lower one keeps more of the speaker's voice in it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from core.audio_columns import AUDIO_COLUMNS, LEVEL_COLUMN, VOICED_COLUMN
+from core.types import Features
+
+FLOOR_BELS = -3.75  # -37.5 dBFS: frames quieter than this do not count (docs/selfmm.md §2.7)
+FRAMES = 500  # the reference spans the speaker's latest 500 counted frames (10 s of loud voiced speech)
+SPEAKERS = 4096  # references kept per process; the least recently heard speaker is forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRecipe:
+    """Which columns a model reads relative to the speaker, and how the reference is taken (on the card)."""
+
+    columns: tuple[int, ...]
+    floor_bels: float = FLOOR_BELS
+    frames: int = FRAMES
+
+    def to_dict(self) -> dict[str, object]:
+        return {"columns": list(self.columns), "floor_bels": self.floor_bels, "frames": self.frames}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
+        columns = data["columns"]
+        if not isinstance(columns, list | tuple) or not columns:
+            raise ValueError("audio_reference.columns must be a non-empty list of column indexes")
+        return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]))
+
+    def differences(self) -> list[str]:
+        """How this recipe differs from the one this agent computes (empty: the same)."""
+        problems = []
+        if self.floor_bels != FLOOR_BELS:
+            problems.append(f"floor {self.floor_bels} B, the agent's {FLOOR_BELS} B")
+        if self.frames != FRAMES:
+            problems.append(f"{self.frames} frames, the agent's {FRAMES}")
+        bad = [c for c in self.columns if not 0 <= c < len(AUDIO_COLUMNS)]
+        if bad:
+            problems.append(f"columns {bad} outside the agent's {len(AUDIO_COLUMNS)} audio columns")
+        return problems
+
+
+def counted_frames(audio: np.ndarray) -> np.ndarray:
+    """Mask [T] of the frames a reference counts: voiced and louder than FLOOR_BELS."""
+    return (audio[:, VOICED_COLUMN] > 0.5) & (audio[:, LEVEL_COLUMN] > FLOOR_BELS)
+
+
+def own_reference(audio: np.ndarray) -> np.ndarray:
+    """A window's reference from its own frames alone: counted frames, else voiced ones, else all (float32 [D])."""
+    for mask in (counted_frames(audio), audio[:, VOICED_COLUMN] > 0.5):
+        if mask.any():
+            return audio[mask].mean(axis=0, dtype=np.float64).astype(np.float32)
+    return audio.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+class SpeakerReference:
+    """The running reference of one speaker: the mean of their latest FRAMES counted frames, window by window."""
+
+    def __init__(self, frames: int = FRAMES) -> None:
+        self._frames = frames
+        self._windows: deque[tuple[np.ndarray, int]] = deque()  # per window: sum [D] (float64), count
+        self._sum: np.ndarray | None = None
+        self._count = 0
+
+    def add(self, audio: np.ndarray) -> np.ndarray:
+        """Take in one window's frames [T, D]; the reference for that window (float32 [D]), its own frames
+        included, so a speaker's first window has one."""
+        counted = audio[counted_frames(audio)].astype(np.float64)
+        if len(counted):
+            total = counted.sum(axis=0)
+            self._windows.append((total, len(counted)))
+            self._sum = total if self._sum is None else self._sum + total
+            self._count += len(counted)
+            while len(self._windows) > 1 and self._count - self._windows[0][1] >= self._frames:
+                old, n = self._windows.popleft()
+                self._sum = self._sum - old
+                self._count -= n
+        if self._sum is None:
+            return own_reference(audio)
+        return (self._sum / self._count).astype(np.float32)
+
+
+def reference_over(windows: Iterable[np.ndarray]) -> np.ndarray:
+    """The reference after hearing `windows` [T, D] in order (the build's reference for a clip)."""
+    reference = SpeakerReference()
+    result: np.ndarray | None = None
+    for audio in windows:
+        result = reference.add(audio)
+    if result is None:
+        raise ValueError("reference_over needs at least one window")
+    return result
+
+
+def centred(audio: np.ndarray, reference: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """`audio` [T, D] with `reference` [D] subtracted from `columns` (a new float32 array)."""
+    out = np.array(audio, dtype=np.float32, copy=True)
+    cols = list(columns)
+    out[:, cols] -= reference[cols]
+    return out
+
+
+class SpeakerReferences:
+    """One SpeakerReference per speaker key (a participant stream), the least recently heard forgotten first.
+
+    Kept for the process's life, so a participant who reconnects to the same call keeps their reference."""
+
+    def __init__(self, capacity: int = SPEAKERS) -> None:
+        self._capacity = capacity
+        self._by_key: OrderedDict[str, SpeakerReference] = OrderedDict()
+
+    def add(self, key: str, audio: np.ndarray) -> np.ndarray:
+        reference = self._by_key.pop(key, None) or SpeakerReference()
+        self._by_key[key] = reference
+        while len(self._by_key) > self._capacity:
+            self._by_key.popitem(last=False)
+        return reference.add(audio)
+
+    def attach(self, key: str, features: Features) -> Features:
+        """`features` with the reference of speaker `key` after hearing this window (unchanged when the window
+        has no frames of the agent's audio descriptors: a shed window, another extractor's features)."""
+        audio = features.audio
+        if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] != len(AUDIO_COLUMNS):
+            return features
+        return replace(features, audio_reference=self.add(key, audio))
+
+    def __len__(self) -> int:
+        return len(self._by_key)

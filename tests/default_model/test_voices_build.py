@@ -1,0 +1,50 @@
+"""`model build --voices` end to end on a handful of clips and sentences, one epoch: the CREMA-D path builds its
+rows relative to each actor's voice, trains, and exports a bundle the agent scores with a speaker reference."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.bundle import ModelBundle
+from core.audio_columns import LEVEL_COLUMN
+from core.card import ModelCard
+from core.features import FeatureExtractor, FeatureSpec
+from core.speaker_reference import FLOOR_BELS, FRAMES, own_reference
+from core.types import Transcript
+from default_model.build import AUDIO_SPEAKER_COLUMNS, VOICES_MODEL_VERSION, BuildOptions, build
+from default_model.cremad import DEFAULT_CREMAD_DIR
+from default_model.dataset import window_of
+
+
+@pytest.mark.integration
+def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_path: Path) -> None:
+    options = BuildOptions(out_dir=tmp_path / "committed", bundle_dir=tmp_path / "bundle", work_dir=tmp_path / "work",
+                           cremad_dir=DEFAULT_CREMAD_DIR, clips_per_split=4, sentences_per_corpus=6,
+                           spoken_per_corpus=3, max_epochs=1, progress=False)
+    report = build(options)
+    voices = report.quality["cremad_test_actors_gold_text"]
+    assert voices["n"] == 4 and np.isfinite(voices["pearson_a"])
+    assert report.counts["train/cremad"]["clips"] == 4
+    card = ModelCard.read(tmp_path / "bundle")
+    assert card.model_version == VOICES_MODEL_VERSION
+    assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
+    assert (card.audio_reference.floor_bels, card.audio_reference.frames) == (FLOOR_BELS, FRAMES)
+    assert "speaker_reference" in card.training["voices"] and "speaker's own voice" in card.training["deviation"]
+
+    spec = FeatureSpec.from_dict(card.feature_spec)
+    bundle = ModelBundle.load(tmp_path / "bundle", spec.to_dict(), providers=["CPUExecutionProvider"])
+    extractor = FeatureExtractor(spec, tmp_path / "bundle", use_vision=False)
+    rng = np.random.default_rng(0)
+    tone = (0.3 * np.sin(np.arange(32000) * 2 * np.pi * 180 / 16000) * (1 + rng.random(32000))).astype(np.float32)
+    features = extractor.extract(Transcript(window_of(tone), "fine", (), "en", 0.0, 0.0))
+    alone = bundle.prepare(features).audio  # no reference given: the window's own
+    quieter = own_reference(features.audio)
+    quieter[LEVEL_COLUMN] -= 1.0  # a speaker 10 dB quieter than this window
+    against = bundle.prepare(replace(features, audio_reference=quieter)).audio
+    # the same window reads 1 bel louder against the quieter speaker's reference; the other columns are the same
+    np.testing.assert_allclose(against[:, LEVEL_COLUMN] - alone[:, LEVEL_COLUMN], 1.0, atol=1e-5)
+    np.testing.assert_allclose(against[:, 1:9], alone[:, 1:9])

@@ -1,0 +1,106 @@
+"""A speaker's running voice reference (core/speaker_reference.py): what counts, how far back, per speaker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.audio_columns import AUDIO_DIM, VOICED_COLUMN
+from core.speaker_reference import (
+    FLOOR_BELS,
+    FRAMES,
+    LEVEL_COLUMN,
+    ReferenceRecipe,
+    SpeakerReference,
+    SpeakerReferences,
+    centred,
+    counted_frames,
+    own_reference,
+    reference_over,
+)
+from core.types import Features, StreamId, Transcript, Window
+
+
+def frames(n: int, level: float, value: float, voiced: bool = True) -> np.ndarray:
+    """`n` frames whose every column is `value`, with the given level and voicing."""
+    audio = np.full((n, AUDIO_DIM), value, np.float32)
+    audio[:, LEVEL_COLUMN] = level
+    audio[:, VOICED_COLUMN] = 1.0 if voiced else 0.0
+    return audio
+
+
+def test_only_loud_voiced_frames_count() -> None:
+    audio = np.concatenate([frames(3, -2.0, 1.0), frames(3, FLOOR_BELS - 0.5, 5.0), frames(3, -2.0, 9.0, False)])
+    assert counted_frames(audio).tolist() == [True] * 3 + [False] * 6
+    assert own_reference(audio)[LEVEL_COLUMN] == pytest.approx(-2.0)
+    assert own_reference(audio)[20] == pytest.approx(1.0)
+
+
+def test_a_window_without_loud_voice_falls_back_to_its_voiced_then_all_frames() -> None:
+    quiet = frames(4, FLOOR_BELS - 1.0, 3.0)
+    assert own_reference(quiet)[20] == pytest.approx(3.0)
+    unvoiced = np.concatenate([frames(2, -2.0, 2.0, False), frames(2, -2.0, 4.0, False)])
+    assert own_reference(unvoiced)[20] == pytest.approx(3.0)
+
+
+def test_the_first_window_is_its_own_reference_later_ones_hear_the_earlier_speech() -> None:
+    reference = SpeakerReference()
+    first = reference.add(frames(10, -2.0, 1.0))
+    second = reference.add(frames(10, -2.0, 3.0))
+    assert first[20] == pytest.approx(1.0)
+    assert second[20] == pytest.approx(2.0)  # both windows, equally many counted frames
+    silent = reference.add(frames(10, -6.0, 7.0))  # nothing counts: the reference so far
+    assert silent[20] == pytest.approx(2.0)
+
+
+def test_the_reference_forgets_speech_older_than_its_frame_budget() -> None:
+    reference = SpeakerReference(frames=100)
+    reference.add(frames(100, -2.0, 10.0))
+    latest = reference.add(frames(100, -2.0, 0.0))
+    assert latest[20] == pytest.approx(0.0)  # the older window no longer fits the budget
+    assert reference_over([frames(50, -2.0, 1.0)] * (FRAMES // 50 + 4))[20] == pytest.approx(1.0)
+
+
+def test_centring_subtracts_the_reference_from_the_named_columns_only() -> None:
+    audio = frames(3, -2.0, 5.0)
+    reference = np.full(AUDIO_DIM, 2.0, np.float32)
+    out = centred(audio, reference, (LEVEL_COLUMN, 20))
+    assert out[:, LEVEL_COLUMN] == pytest.approx(-4.0)
+    assert out[:, 20] == pytest.approx(3.0)
+    assert out[:, 21] == pytest.approx(5.0)
+    assert audio[0, 20] == 5.0  # the input is not modified
+
+
+def _features(audio: np.ndarray) -> Features:
+    window = Window(StreamId("call", "p1"), 0, 0.0, 1.0, np.zeros(16000, np.float32), (), "utterance")
+    ids = np.array([101, 102], np.int64)
+    return Features(Transcript(window, "", (), "en", 0.0, 0.0), ids, np.ones(2, np.int64), np.zeros(2, np.int64),
+                    audio, np.zeros((1, 2), np.float32), 1.0, 0.0, 0.0)
+
+
+def test_each_speaker_has_their_own_reference_and_the_least_recent_is_forgotten() -> None:
+    book = SpeakerReferences(capacity=2)
+    assert book.add("call/a", frames(5, -2.0, 1.0))[20] == pytest.approx(1.0)
+    assert book.add("call/b", frames(5, -2.0, 5.0))[20] == pytest.approx(5.0)
+    assert book.add("call/a", frames(5, -2.0, 3.0))[20] == pytest.approx(2.0)
+    book.add("call/c", frames(5, -2.0, 0.0))  # b was heard least recently
+    assert len(book) == 2
+    assert book.add("call/b", frames(5, -2.0, 7.0))[20] == pytest.approx(7.0)  # a new reference
+
+
+def test_attach_sets_the_reference_only_on_the_agents_audio_descriptors() -> None:
+    book = SpeakerReferences()
+    attached = book.attach("call/a", _features(frames(4, -2.0, 1.0)))
+    assert attached.audio_reference is not None and attached.audio_reference[20] == pytest.approx(1.0)
+    assert book.attach("call/a", _features(np.zeros((0, AUDIO_DIM), np.float32))).audio_reference is None
+    assert book.attach("call/a", _features(np.zeros((4, 3), np.float32))).audio_reference is None
+
+
+def test_a_recipe_round_trips_and_names_what_differs_from_the_agent() -> None:
+    recipe = ReferenceRecipe((0, 9, 10))
+    assert ReferenceRecipe.from_dict(recipe.to_dict()) == recipe
+    assert recipe.differences() == []
+    other = ReferenceRecipe((0, 99), floor_bels=-4.0, frames=FRAMES + 1)
+    assert len(other.differences()) == 3
+    with pytest.raises(ValueError, match="columns"):
+        ReferenceRecipe.from_dict({"columns": [], "floor_bels": FLOOR_BELS, "frames": FRAMES})
