@@ -208,11 +208,11 @@ def check_live_use(bundle_dir: Path, card: ModelCard, feature_spec: Mapping[str,
             "the agent cannot compute them from a call. "
             "Use it offline on MMSA pickles, or retrain on the agent's features (affectstream train)."
         )
-    recipe = card.audio_reference
-    if recipe is not None and recipe.differences():
+    differences = card.audio_reference.differences() if card.audio_reference is not None else []
+    if differences:
         raise ModelError(
             f"{bundle_dir}: model {card.model_id} reads the voice relative to a speaker reference taken another "
-            f"way than this agent takes it ({'; '.join(recipe.differences())}): use an agent of the model's "
+            f"way than this agent takes it ({'; '.join(differences)}): use an agent of the model's "
             "version, or re-export the model"
         )
     problems = feature_spec_mismatch(card.feature_spec, feature_spec)

@@ -37,9 +37,6 @@ class ReferenceRecipe:
     floor_bels: float = FLOOR_BELS
     frames: int = FRAMES
 
-    def to_dict(self) -> dict[str, object]:
-        return {"columns": list(self.columns), "floor_bels": self.floor_bels, "frames": self.frames}
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
         columns = data["columns"]

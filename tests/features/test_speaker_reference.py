@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -98,7 +100,7 @@ def test_attach_sets_the_reference_only_on_the_agents_audio_descriptors() -> Non
 
 def test_a_recipe_round_trips_and_names_what_differs_from_the_agent() -> None:
     recipe = ReferenceRecipe((0, 9, 10))
-    assert ReferenceRecipe.from_dict(recipe.to_dict()) == recipe
+    assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe  # as the card writes it
     assert recipe.differences() == []
     other = ReferenceRecipe((0, 99), floor_bels=-4.0, frames=FRAMES + 1)
     assert len(other.differences()) == 3
