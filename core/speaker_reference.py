@@ -7,9 +7,10 @@ they sound in general (docs/selfmm.md §2.7). The agent keeps one `SpeakerRefere
 other clips of the same actor; a model card's `audio_reference` names the columns its graph expects centred
 this way, and the bundle subtracts the reference before the graph (agent/bundle.py `ModelBundle.prepare`).
 
-Only voiced frames above `FLOOR_BELS` count: quiet voiced frames are mostly the codec's comfort noise and the
-room, which moved the reference with the transport. The floor trades the two measured in docs/selfmm.md §2.7: a
-higher one keeps a call's codec from moving the reference, a lower one keeps more of the speaker's voice in it.
+Only voiced frames above `FLOOR_BELS` and within `LOUDEST_WITHIN_BELS` of the window's loudest voiced frames
+count: quiet voiced frames are mostly the codec's comfort noise and the room (a recording's mains hum is periodic
+and can be louder than the floor), which a call's codec treats otherwise than a file, so counting them moved the
+reference with the transport (docs/selfmm.md §2.7).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from core.audio_columns import AUDIO_COLUMNS, LEVEL_COLUMN, VOICED_COLUMN
 from core.types import Features
 
 FLOOR_BELS = -3.75  # -37.5 dBFS: frames quieter than this do not count (docs/selfmm.md §2.7)
+# and only frames within 15 dB of the window's loudest voiced frames (their 95th percentile level): a room's hum
+# can be louder than the floor and periodic, and a call's codec removes it (docs/selfmm.md §2.7)
+LOUDEST_WITHIN_BELS = 1.5
 FRAMES = 500  # the reference spans the speaker's latest 500 counted frames (10 s of loud voiced speech)
 SPEAKERS = 4096  # references kept per process; the least recently heard speaker is forgotten first
 
@@ -36,13 +40,16 @@ class ReferenceRecipe:
     columns: tuple[int, ...]
     floor_bels: float = FLOOR_BELS
     frames: int = FRAMES
+    loudest_within_bels: float | None = LOUDEST_WITHIN_BELS  # None: every voiced frame above the floor counts
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
         columns = data["columns"]
         if not isinstance(columns, list | tuple) or not columns:
             raise ValueError("audio_reference.columns must be a non-empty list of column indexes")
-        return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]))
+        within = data.get("loudest_within_bels")
+        return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
+                   None if within is None else float(within))
 
     def differences(self) -> list[str]:
         """How this recipe differs from the one this agent computes (empty: the same)."""
@@ -51,6 +58,9 @@ class ReferenceRecipe:
             problems.append(f"floor {self.floor_bels} B, the agent's {FLOOR_BELS} B")
         if self.frames != FRAMES:
             problems.append(f"{self.frames} frames, the agent's {FRAMES}")
+        if self.loudest_within_bels != LOUDEST_WITHIN_BELS:
+            problems.append(f"frames within {self.loudest_within_bels} B of the window's loudest, the agent's "
+                            f"{LOUDEST_WITHIN_BELS} B")
         bad = [c for c in self.columns if not 0 <= c < len(AUDIO_COLUMNS)]
         if bad:
             problems.append(f"columns {bad} outside the agent's {len(AUDIO_COLUMNS)} audio columns")
@@ -58,8 +68,13 @@ class ReferenceRecipe:
 
 
 def counted_frames(audio: np.ndarray) -> np.ndarray:
-    """Mask [T] of the frames a reference counts: voiced and louder than FLOOR_BELS."""
-    return (audio[:, VOICED_COLUMN] > 0.5) & (audio[:, LEVEL_COLUMN] > FLOOR_BELS)
+    """Mask [T] of the frames a reference counts: voiced, louder than FLOOR_BELS and within LOUDEST_WITHIN_BELS of
+    the window's loudest voiced frames."""
+    voiced = audio[:, VOICED_COLUMN] > 0.5
+    if not voiced.any():
+        return voiced
+    loudest = float(np.percentile(audio[voiced, LEVEL_COLUMN], 95))
+    return voiced & (audio[:, LEVEL_COLUMN] > max(FLOOR_BELS, loudest - LOUDEST_WITHIN_BELS))
 
 
 def own_reference(audio: np.ndarray) -> np.ndarray:

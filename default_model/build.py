@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.3.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.4.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -361,7 +361,8 @@ def _facts(
                           "training batches are cut to their longest sentence (same outputs, other dropout "
                           "draws than MMSA's padded batches)" + (
                               "; the level and the cepstrum are read relative to the speaker's own voice (the mean "
-                              "of their latest loud voiced frames, subtracted before the graph: by the build from "
+                              "of their latest voiced frames near their loudest, subtracted before the graph: by the "
+                              "build from "
                               f"{SPEAKER_REFERENCE_CLIPS} other clips of a CREMA-D actor and from each synthetic "
                               "sentence itself, by the agent per participant stream; card audio_reference; "
                               "docs/selfmm.md section 2.7), the audio branch standardises each column with the "
@@ -417,7 +418,9 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
                     "default window settings; default_model.cremad.clip_audio_features), not of the whole file: "
                     "the ~0.6 s of quiet before and after the words that no served window holds is not learned"),
         "speaker_reference": (f"a clip's level and cepstrum are taken relative to its actor's voice: the running "
-                              f"reference of core/speaker_reference.py after {SPEAKER_REFERENCE_CLIPS} other clips of "
+                              "reference of core/speaker_reference.py (voiced frames within 15 dB of each window's "
+                              "loudest and above -37.5 dBFS, so that a room's hum does not count) after "
+                              f"{SPEAKER_REFERENCE_CLIPS} other clips of "
                               "the actor (same codec, drawn at random) and the clip itself, as the agent keeps one "
                               "per participant over a call (default_model.cremad.speaker_centred)"),
         "codecs": [codec or "file" for codec in (options.voice_codecs or (None,))],

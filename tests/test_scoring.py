@@ -21,7 +21,7 @@ from agent.settings import ScoringSettings
 from core.card import UninformedInput
 from core.errors import ModelError
 from core.features import FeatureSpec
-from core.speaker_reference import FLOOR_BELS, FRAMES, ReferenceRecipe, own_reference
+from core.speaker_reference import FLOOR_BELS, FRAMES, LOUDEST_WITHIN_BELS, ReferenceRecipe, own_reference
 from core.types import Features, StreamId, Transcript, Window
 
 pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
@@ -325,7 +325,8 @@ def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_pa
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="speaker reference taken another way"):
         ModelBundle.load(copy, tiny_feature_spec())
-    card["audio_reference"] = {"columns": [0, 7], "floor_bels": FLOOR_BELS, "frames": FRAMES}
+    card["audio_reference"] = {"columns": [0, 7], "floor_bels": FLOOR_BELS, "frames": FRAMES,
+                               "loudest_within_bels": LOUDEST_WITHIN_BELS}
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="outside the graph's 5 audio columns"):
         ModelBundle.load(copy, tiny_feature_spec())

@@ -106,3 +106,19 @@ def test_a_recipe_round_trips_and_names_what_differs_from_the_agent() -> None:
     assert len(other.differences()) == 3
     with pytest.raises(ValueError, match="columns"):
         ReferenceRecipe.from_dict({"columns": [], "floor_bels": FLOOR_BELS, "frames": FRAMES})
+
+
+def test_a_hum_louder_than_the_floor_does_not_count_beside_the_voice() -> None:
+    # a room's mains hum is periodic (voiced) and can sit above the floor; a call's codec removes it
+    voice, hum = frames(10, -1.0, 1.0), frames(30, -3.0, 9.0)
+    audio = np.concatenate([voice, hum])
+    assert counted_frames(audio).tolist() == [True] * 10 + [False] * 30
+    assert own_reference(audio)[20] == pytest.approx(1.0)
+    assert counted_frames(hum).all()  # alone, the hum is the loudest there is
+
+
+def test_a_card_from_before_the_loudness_rule_is_told_apart() -> None:
+    old = ReferenceRecipe.from_dict({"columns": [0], "floor_bels": FLOOR_BELS, "frames": FRAMES})
+    assert old.loudest_within_bels is None
+    assert any("loudest" in problem for problem in old.differences())
+
