@@ -32,7 +32,7 @@ from core.call_codec import CALL_CODEC
 from core.card import DEFAULT_BUNDLE_DIR
 from core.features import FeatureExtractor, FeatureSpec
 from core.features_audio import FRAME_RATE_HZ
-from core.speaker_reference import centred, own_reference
+from core.speaker_reference import FLOOR_BELS, LOUDEST_WITHIN_BELS, centred, own_reference
 from default_model.artefacts import (
     DEFAULT_DIR,
     ENCODER_WEIGHTS,
@@ -418,8 +418,9 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
                     "default window settings; default_model.cremad.clip_audio_features), not of the whole file: "
                     "the ~0.6 s of quiet before and after the words that no served window holds is not learned"),
         "speaker_reference": (f"a clip's level and cepstrum are taken relative to its actor's voice: the running "
-                              "reference of core/speaker_reference.py (voiced frames within 15 dB of each window's "
-                              "loudest and above -37.5 dBFS, so that a room's hum does not count) after "
+                              f"reference of core/speaker_reference.py (voiced frames within "
+                              f"{LOUDEST_WITHIN_BELS * 10:g} dB of each window's loudest and above "
+                              f"{FLOOR_BELS * 10:g} dBFS, so that a room's hum does not count) after "
                               f"{SPEAKER_REFERENCE_CLIPS} other clips of "
                               "the actor (same codec, drawn at random) and the clip itself, as the agent keeps one "
                               "per participant over a call (default_model.cremad.speaker_centred)"),

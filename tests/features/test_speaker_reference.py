@@ -121,4 +121,3 @@ def test_a_card_from_before_the_loudness_rule_is_told_apart() -> None:
     old = ReferenceRecipe.from_dict({"columns": [0], "floor_bels": FLOOR_BELS, "frames": FRAMES})
     assert old.loudest_within_bels is None
     assert any("loudest" in problem for problem in old.differences())
-
