@@ -15,6 +15,7 @@ VADER is measured in the same run on the same sentences. Writes bench/results/de
 
     .venv/bin/python -m bench.default_model [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
     .venv/bin/python -m bench.default_model --cremad-only [--limit N] [--live]
+    .venv/bin/python -m bench.default_model --no-cremad --audio-ablated   # M with every window's audio replaced
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from agent.settings import ScoringSettings, SpeechSettings, WindowSettings
 from agent.speech import SpeechRecognizer
 from agent.vad import SileroVad
 from agent.windows import Windower, windows_of
+from bench._cpu import cpu_info
 from bench.codec_shift import codec_shift, print_codec_shift
 from bench.cremad_eval import CHART_FILE, print_cremad, run_cremad, write_chart
+from bench.cremad_replay import Ablation, ablation_audio, with_audio
 from core.card import DEFAULT_BUNDLE_DIR
 from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
@@ -76,7 +79,7 @@ def ranking_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
 class Pipeline:
     """The agent's pieces, loaded once: VAD, Whisper, feature extractor, scorer."""
 
-    def __init__(self, bundle_dir: Path, variant: str = "fp32") -> None:
+    def __init__(self, bundle_dir: Path, variant: str = "fp32", *, audio_ablated: bool = False) -> None:
         card_spec = json.loads((bundle_dir / "card.json").read_text())["feature_spec"]
         self.spec = FeatureSpec.from_dict(card_spec)
         self.extractor = FeatureExtractor(self.spec, bundle_dir, use_vision=False)
@@ -87,11 +90,15 @@ class Pipeline:
         self.vad = SileroVad()
         self.speech = SpeechRecognizer(SpeechSettings(), words_needed=False)
         self.windows = WindowSettings()
+        # M of the rated sentences with the audio input replaced, as in the CREMA-D ablation: what the voice adds
+        self.ablation: Ablation | None = ablation_audio(self.bundle.card) if audio_ablated else None
 
     async def score_task(self, features: Features) -> TaskScore:
         return (await self.scorer.score(features))[0]
 
     async def score(self, features: Features) -> float:
+        if self.ablation is not None:
+            features = with_audio(features, self.ablation.audio)
         return (await self.score_task(features)).m
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
@@ -227,7 +234,7 @@ def print_table(table: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    pipe = Pipeline(args.bundle, args.variant)
+    pipe = Pipeline(args.bundle, args.variant, audio_ablated=args.audio_ablated)
     pipe.scorer.start()
     try:
         test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]
@@ -247,6 +254,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     table = corpus_rows(test, text_pred, sample, spoken_pred, heard)
     return {
         "bundle": str(args.bundle), "model_version": pipe.bundle.card.model_version, "device": "cpu",
+        "cpu": cpu_info().line(), "audio_ablated": None if pipe.ablation is None else pipe.ablation.source,
         "graph": pipe.bundle.graph_name,
         "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
         "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
@@ -277,6 +285,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_model.json")
     parser.add_argument("--cremad-only", action="store_true", help="only the CREMA-D section (cremad.json)")
     parser.add_argument("--no-cremad", action="store_true", help="skip the CREMA-D section")
+    parser.add_argument("--audio-ablated", action="store_true",
+                        help="score the rated sentences and neutral readings with every window's audio replaced by "
+                             "the card's uninformed row, else 1 s of silence (the call-codec section is unchanged)")
     parser.add_argument(
         "--cremad-limit",
         "--limit",

@@ -23,3 +23,4 @@ AUDIO_COLUMNS: tuple[str, ...] = (
 AUDIO_DIM = len(AUDIO_COLUMNS)
 VOICED_COLUMN = AUDIO_COLUMNS.index("voiced")
 LEVEL_COLUMN = AUDIO_COLUMNS.index("log_energy_b")
+PITCH_COLUMN = AUDIO_COLUMNS.index("f0_oct")  # 0 where the frame is unvoiced

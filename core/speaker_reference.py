@@ -11,6 +11,9 @@ Only voiced frames above `FLOOR_BELS` and within `LOUDEST_WITHIN_BELS` of the wi
 count: quiet voiced frames are mostly the codec's comfort noise and the room (a recording's mains hum is periodic
 and can be louder than the floor), which a call's codec treats otherwise than a file, so counting them moved the
 reference with the transport (docs/selfmm.md §2.7).
+
+The pitch column is read only on the frames a reference counts and is 0 ("no pitch") on the others: a quiet
+voiced frame's pitch is as often the room's hum as the voice, and a call's codec leaves it unvoiced.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.audio_columns import AUDIO_COLUMNS, LEVEL_COLUMN, VOICED_COLUMN
+from core.audio_columns import AUDIO_COLUMNS, LEVEL_COLUMN, PITCH_COLUMN, VOICED_COLUMN
 from core.types import Features
 
 FLOOR_BELS = -3.75  # -37.5 dBFS: frames quieter than this do not count (docs/selfmm.md §2.7)
@@ -31,6 +34,7 @@ FLOOR_BELS = -3.75  # -37.5 dBFS: frames quieter than this do not count (docs/se
 LOUDEST_WITHIN_BELS = 1.5
 FRAMES = 500  # the reference spans the speaker's latest 500 counted frames (10 s of loud voiced speech)
 SPEAKERS = 4096  # references kept per process; the least recently heard speaker is forgotten first
+COUNTED_ONLY_COLUMNS = (PITCH_COLUMN,)  # columns `centred` keeps on counted frames only (0 on the others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,12 @@ class ReferenceRecipe:
     floor_bels: float = FLOOR_BELS
     frames: int = FRAMES
     loudest_within_bels: float | None = LOUDEST_WITHIN_BELS  # None: every voiced frame above the floor counts
+    counted_only: tuple[int, ...] = ()  # of `columns`, those read on counted frames only (0 on the others)
+
+    @classmethod
+    def of(cls, columns: Sequence[int]) -> ReferenceRecipe:
+        """The recipe this agent applies to `columns`."""
+        return cls(tuple(columns), counted_only=tuple(c for c in columns if c in COUNTED_ONLY_COLUMNS))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
@@ -49,7 +59,7 @@ class ReferenceRecipe:
             raise ValueError("audio_reference.columns must be a non-empty list of column indexes")
         within = data.get("loudest_within_bels")
         return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
-                   None if within is None else float(within))
+                   None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())))
 
     def differences(self) -> list[str]:
         """How this recipe differs from the one this agent computes (empty: the same)."""
@@ -61,6 +71,10 @@ class ReferenceRecipe:
         if self.loudest_within_bels != LOUDEST_WITHIN_BELS:
             problems.append(f"frames within {self.loudest_within_bels} B of the window's loudest, the agent's "
                             f"{LOUDEST_WITHIN_BELS} B")
+        agents = ReferenceRecipe.of(self.columns).counted_only
+        if self.counted_only != agents:
+            problems.append(f"columns {list(self.counted_only)} read on counted frames only, the agent reads "
+                            f"{list(agents)} so")
         bad = [c for c in self.columns if not 0 <= c < len(AUDIO_COLUMNS)]
         if bad:
             problems.append(f"columns {bad} outside the agent's {len(AUDIO_COLUMNS)} audio columns")
@@ -124,10 +138,15 @@ def reference_over(windows: Iterable[np.ndarray]) -> np.ndarray:
 
 
 def centred(audio: np.ndarray, reference: np.ndarray, columns: Sequence[int]) -> np.ndarray:
-    """`audio` [T, D] with `reference` [D] subtracted from `columns` (a new float32 array)."""
+    """`audio` [T, D] with `reference` [D] subtracted from `columns` (a new float32 array); a COUNTED_ONLY_COLUMNS
+    column only on the window's counted frames, and 0 on the others."""
     out = np.array(audio, dtype=np.float32, copy=True)
-    cols = list(columns)
-    out[:, cols] -= reference[cols]
+    everywhere = [c for c in columns if c not in COUNTED_ONLY_COLUMNS]
+    out[:, everywhere] -= reference[everywhere]
+    only = [c for c in columns if c in COUNTED_ONLY_COLUMNS]
+    if only:
+        counted = counted_frames(audio)
+        out[:, only] = np.where(counted[:, None], out[:, only] - reference[only], 0.0)
     return out
 
 

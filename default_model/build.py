@@ -72,16 +72,17 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.4.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.6.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
 AUDIO_OUT = 32
-# the level and the cepstrum, relative to the speaker's own voice (core/speaker_reference.py): gain and microphone
-# colouring say nothing of the speaker's state (without centring, neutral readings from other recordings scored
-# ~-1), and a speaker's reference, unlike a window's own mean, keeps how loud and bright this utterance is
+# the level, the pitch and the cepstrum, relative to the speaker's own voice (core/speaker_reference.py): gain
+# and microphone colouring say nothing of the speaker's state (without centring, neutral readings from other
+# recordings scored ~-1), a voice's pitch is mostly its owner's (docs/selfmm.md §2.7), and a speaker's reference,
+# unlike a window's own mean, keeps how loud, high and bright this utterance is
 AUDIO_SPEAKER_COLUMNS = tuple(
-    i for i, name in enumerate(AUDIO_COLUMNS) if name == "log_energy_b" or name.startswith("mfcc_"))
+    i for i, name in enumerate(AUDIO_COLUMNS) if name in ("log_energy_b", "f0_oct") or name.startswith("mfcc_"))
 # the audio LSTM's summary: the mean of its states, not the last one, which is mostly the window's trailing pause
 # (the stand-in of docs/selfmm.md §2.6: GRID's worst replay-vs-call A shift 2.3 -> 1.1, test-actor r(A) 0.53 -> 0.52)
 AUDIO_POOL = "mean"
@@ -91,7 +92,9 @@ VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the ac
 # and with a room's hum and noise added (1, default_model/room_hum.py): 3.0.0 heard only the quiet files, and
 # its A read the pauses (GRID's hum, gone live) and moved by up to 3 points between replay and live
 VOICE_CODECS: tuple[str | None, ...] = (None, CALL_CODEC, ROOM_HUM)
-VOICES_MAX_EPOCHS = 3  # with 4 rows per clip, 3 epochs see as many rows as 2.0.0's 4 (build time)
+# 3.4.0's valid Loss still fell at its last of 3 epochs (0.624 -> 0.587); length buckets pay for a fourth
+VOICES_MAX_EPOCHS = 4
+LENGTH_BUCKETS = 50  # train batches of similar text length from pools of 50 batches (models.train.LengthBucketBatches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +213,7 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
         model.audio_steps.set_statistics(torch.as_tensor(mean, dtype=torch.float32),
                                          torch.as_tensor(std, dtype=torch.float32))
     trainer = Trainer(config, TrainOptions(max_epochs=max_epochs(options), device="cpu", progress=options.progress,
-                                           trim_padding=True))
+                                           trim_padding=True, length_buckets=length_buckets(options)))
     result = trainer.fit(model, MMSADataset(data["train"]), MMSADataset(data["valid"]))
     load_best(model, result)
     round_trained_encoder(model)  # what is committed: the test quality below is the committed model's
@@ -239,6 +242,11 @@ def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_pref
         if not key.startswith(skip_prefix):
             n = int(split.audio_lengths[i])
             split.audio[i, :n] = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns)
+
+
+def length_buckets(options: BuildOptions) -> int | None:
+    """The voices build's batches are length-bucketed; 2.0.0's keep MMSA's shuffle (its committed recipe)."""
+    return None if options.cremad_dir is None else LENGTH_BUCKETS
 
 
 def max_epochs(options: BuildOptions) -> int:
@@ -360,7 +368,11 @@ def _facts(
                           "fine-tuned layers are committed as float16 (the quality is measured after rounding); "
                           "training batches are cut to their longest sentence (same outputs, other dropout "
                           "draws than MMSA's padded batches)" + (
-                              "; the level and the cepstrum are read relative to the speaker's own voice (the mean "
+                              f"; each train batch holds rows of similar text length, drawn from a shuffled pool "
+                              f"of {LENGTH_BUCKETS} batches (MMSA: plain shuffle; about half the training time, "
+                              "docs/selfmm.md section 5)" if length_buckets(options) else "") + (
+                              "; the level, the pitch (on the frames the reference counts, 0 on the others) and the "
+                              "cepstrum are read relative to the speaker's own voice (the mean "
                               "of their latest voiced frames near their loudest, subtracted before the graph: by the "
                               "build from "
                               f"{SPEAKER_REFERENCE_CLIPS} other clips of a CREMA-D actor and from each synthetic "
@@ -417,7 +429,8 @@ def _voice_facts(options: BuildOptions) -> dict[str, Any] | None:
         "windows": ("a clip's features are those of the utterance windows the agent cuts from it (Silero VAD, "
                     "default window settings; default_model.cremad.clip_audio_features), not of the whole file: "
                     "the ~0.6 s of quiet before and after the words that no served window holds is not learned"),
-        "speaker_reference": (f"a clip's level and cepstrum are taken relative to its actor's voice: the running "
+        "speaker_reference": (f"a clip's level, pitch and cepstrum are taken relative to its actor's voice (the "
+                              "pitch only on the frames the reference counts, 0 on the others): the running "
                               f"reference of core/speaker_reference.py (voiced frames within "
                               f"{LOUDEST_WITHIN_BELS * 10:g} dB of each window's loudest and above "
                               f"{FLOOR_BELS * 10:g} dBFS, so that a room's hum does not count) after "

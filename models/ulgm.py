@@ -89,11 +89,16 @@ class ULGM:
     def update_centers(self) -> None:
         """Class centres of every memory, membership by that modality's current (centred) labels."""
         for m in MODES:
-            labels = self.label_map[m]
+            labels, features = self.label_map[m], self.feature_map[m]
             pos = labels > 0 if self.exclude_zero else labels >= 0
-            for side, members in (("pos", pos), ("neg", labels < 0)):
-                if bool(members.any()):
-                    self.center_map[m][side] = torch.mean(self.feature_map[m][members], dim=0)
+            # MMSA's mean over the members, as one product with the membership masks: the same centres up to
+            # float rounding, without gathering the rows (per batch over ~40k rows: ~40 ms -> ~1 ms)
+            members = torch.stack([pos, labels < 0]).to(features.dtype)  # [2, N]
+            counts = members.sum(dim=1)
+            sums = members @ features  # [2, D]
+            for k, side in enumerate(("pos", "neg")):
+                if bool(counts[k] > 0):
+                    self.center_map[m][side] = sums[k] / counts[k]
                 elif m not in self._warned_empty:
                     # MMSA would take the mean of nothing (NaN) and poison every label; keep the last centre.
                     self._warned_empty.add(m)

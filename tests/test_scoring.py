@@ -21,7 +21,14 @@ from agent.settings import ScoringSettings
 from core.card import UninformedInput
 from core.errors import ModelError
 from core.features import FeatureSpec
-from core.speaker_reference import FLOOR_BELS, FRAMES, LOUDEST_WITHIN_BELS, ReferenceRecipe, own_reference
+from core.speaker_reference import (
+    FLOOR_BELS,
+    FRAMES,
+    LOUDEST_WITHIN_BELS,
+    ReferenceRecipe,
+    counted_frames,
+    own_reference,
+)
 from core.types import Features, StreamId, Transcript, Window
 
 pytestmark = pytest.mark.integration  # real ONNX Runtime sessions on exported graphs
@@ -287,7 +294,7 @@ def test_the_runtimes_sessions_take_the_thread_settings(agent_spec_bundle: Path,
 @pytest.fixture(scope="module")
 def speaker_bundle(tmp_path_factory: pytest.TempPathFactory, encoder: Path) -> Path:
     return export_tiny_bundle(encoder, tmp_path_factory.mktemp("speaker") / "bundle", seed=1,
-                              audio_reference=ReferenceRecipe((0, 2)))
+                              audio_reference=ReferenceRecipe.of((0, 2)))
 
 
 def test_the_speaker_reference_is_subtracted_from_the_cards_columns(speaker_bundle: Path) -> None:
@@ -295,12 +302,17 @@ def test_the_speaker_reference_is_subtracted_from_the_cards_columns(speaker_bund
     features = make_features(3)
     reference = np.arange(AUDIO_DIM, dtype=np.float32) + 1.0
     prepared = bundle.prepare(replace(features, audio_reference=reference))
+    counted = counted_frames(features.audio)  # column 2 is the pitch: relative where counted, 0 elsewhere
+    assert 0 < counted.sum() < len(counted)
     expected = features.audio.copy()
-    expected[:, [0, 2]] -= reference[[0, 2]]
+    expected[:, 0] -= reference[0]
+    expected[:, 2] = np.where(counted, expected[:, 2] - reference[2], 0.0)
     np.testing.assert_allclose(prepared.audio, expected)
     alone = bundle.prepare(features)  # no reference known: the window's own frames
+    own = own_reference(features.audio)
     expected = features.audio.copy()
-    expected[:, [0, 2]] -= own_reference(features.audio)[[0, 2]]
+    expected[:, 0] -= own[0]
+    expected[:, 2] = np.where(counted, expected[:, 2] - own[2], 0.0)
     np.testing.assert_allclose(alone.audio, expected, atol=1e-6)
     with pytest.raises(ModelError, match="audio_reference must be"):
         bundle.prepare(replace(features, audio_reference=np.zeros(3, np.float32)))

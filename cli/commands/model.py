@@ -39,7 +39,7 @@ def build(
         ".affectstream/build/default-model"
     ),
     max_epochs: Annotated[
-        int | None, typer.Option(min=1, help="cap on training epochs (default: 4; 3 with --voices)")] = None,
+        int | None, typer.Option(min=1, help="cap on training epochs (default: 4)")] = None,
     sentences_per_corpus: Annotated[
         int | None, typer.Option(min=1, help="use only N sentences per corpus and split (quick runs)")
     ] = None,

@@ -11,6 +11,7 @@ from agent.scoring import ModelBundle, Scorer
 from agent.settings import ScoringSettings
 from bench.cremad_anchors import clip_samples
 from bench.cremad_replay import ablation_audio, score_ablated, task_score, with_audio
+from bench.default_model import Pipeline
 from core.features import FeatureExtractor, FeatureSpec
 from core.speaker_reference import centred, own_reference
 from core.types import Features
@@ -79,3 +80,19 @@ async def test_ablated_scores_differ_where_the_audio_head_listens(
     assert np.ptp(a) > HEAD_MOVES, f"model {bundle.card.model_version}: the audio head gives {a[0]:.4f} for every voice"
     assert np.abs(a - a_ablated).max() > HEAD_MOVES
     assert np.abs(np.array([s.m for s in own]) - np.array([s.m for s in ablated])).max() > HEAD_MOVES
+
+
+async def test_the_rated_sentence_bench_can_score_m_with_the_audio_ablated(
+    voices_bundle_dir: Path, features: list[Features]
+) -> None:
+    # bench/default_model.py --audio-ablated: whether the voice moves M on the rated sentences (the same words here)
+    m: dict[bool, np.ndarray] = {}
+    for ablated in (False, True):
+        pipe = Pipeline(voices_bundle_dir, audio_ablated=ablated)
+        pipe.scorer.start()
+        try:
+            m[ablated] = np.array([await pipe.score(f) for f in features])
+        finally:
+            await pipe.scorer.close()
+    assert np.ptp(m[True]) < 1e-4  # one sentence, one audio input: one M
+    assert np.ptp(m[False]) > HEAD_MOVES  # the four voices move M when they are heard

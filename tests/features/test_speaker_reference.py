@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from core.audio_columns import AUDIO_DIM, VOICED_COLUMN
+from core.audio_columns import AUDIO_DIM, PITCH_COLUMN, VOICED_COLUMN
 from core.speaker_reference import (
     FLOOR_BELS,
     FRAMES,
@@ -121,3 +121,22 @@ def test_a_card_from_before_the_loudness_rule_is_told_apart() -> None:
     old = ReferenceRecipe.from_dict({"columns": [0], "floor_bels": FLOOR_BELS, "frames": FRAMES})
     assert old.loudest_within_bels is None
     assert any("loudest" in problem for problem in old.differences())
+
+
+def test_pitch_is_relative_on_counted_frames_and_absent_on_the_others() -> None:
+    # f0_oct is 0 where a frame has no pitch; a quiet voiced frame's pitch is often a room's hum, which a call's
+    # codec leaves unvoiced, so it reads as "no pitch" too
+    voice, hum, silence = frames(4, -1.0, 2.5), frames(3, -3.0, 0.5), frames(2, -2.0, 0.0, voiced=False)
+    audio = np.concatenate([voice, hum, silence])
+    reference = own_reference(audio)
+    assert reference[PITCH_COLUMN] == pytest.approx(2.5)
+    out = centred(audio, reference, (LEVEL_COLUMN, PITCH_COLUMN))
+    assert out[:4, PITCH_COLUMN].tolist() == [0.0] * 4 and out[4:, PITCH_COLUMN].tolist() == [0.0] * 5
+    higher = centred(audio, reference - 1.0, (LEVEL_COLUMN, PITCH_COLUMN))
+    assert higher[:4, PITCH_COLUMN] == pytest.approx(1.0) and higher[4:, PITCH_COLUMN].tolist() == [0.0] * 5
+    assert out[4:7, LEVEL_COLUMN] == pytest.approx(-2.0)  # the level is relative on every frame
+    recipe = ReferenceRecipe.of((LEVEL_COLUMN, PITCH_COLUMN))
+    assert recipe.counted_only == (PITCH_COLUMN,) and recipe.differences() == []
+    assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe
+    # a card whose graph read the pitch on every frame is refused rather than served another input
+    assert any("counted frames only" in p for p in ReferenceRecipe((LEVEL_COLUMN, PITCH_COLUMN)).differences())

@@ -19,7 +19,7 @@ from models.errors import ModelConfigError
 from models.runner import run_training
 from models.selfmm import SelfMM
 from models.synthetic import write_synthetic_pickle
-from models.train import Trainer, TrainOptions, build_optimizer
+from models.train import LengthBucketBatches, Trainer, TrainOptions, build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,34 @@ def test_model_inputs_cut_padding_without_changing_outputs(learnable_pickle: Pat
         short = model(**cut)
     for name in ("M", "T", "A", "V"):
         torch.testing.assert_close(short[name], full[name], atol=1e-6, rtol=1e-5)
+
+
+def test_length_buckets_batch_every_row_once_with_less_padding() -> None:
+    rng = np.random.default_rng(0)
+    text, audio = rng.integers(3, 50, 1000), rng.integers(1, 500, 1000)
+    sampler = LengthBucketBatches(text, audio, batch_size=16, pool_batches=10)
+    torch.manual_seed(0)
+    first = list(sampler)
+    assert len(first) == len(sampler) == -(-1000 // 16)  # as many batches as a shuffling loader
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert all(len(batch) == 16 for batch in first[:-1]) or sum(len(b) < 16 for b in first) == 1
+    second = list(sampler)
+    assert second != first and sorted(i for b in second for i in b) == list(range(1000))  # reshuffled per pass
+    torch.manual_seed(0)
+    assert list(sampler) == first  # the global seed decides, as for DataLoader(shuffle=True)
+    # what a batch trimmed to its longest text computes: far less than with a plain shuffle
+    bucketed = sum(len(b) * int(text[b].max()) for b in first)
+    plain = sum(len(b) * int(text[b].max()) for b in torch.randperm(1000).split(16))
+    assert bucketed < 0.75 * plain, (bucketed, plain)
+    with pytest.raises(ValueError, match="one text and audio length per row"):
+        LengthBucketBatches(text, audio[:10], batch_size=16, pool_batches=10)
+
+
+def test_training_with_length_buckets_still_learns(learnable_pickle: Path, tiny_bert_dir: Path,
+                                                   tmp_path: Path) -> None:
+    config = SelfMMConfig.preset("mosi", text_encoder_dir=tiny_bert_dir, batch_size=8, use_finetune=False)
+    run = run_training(config, learnable_pickle, tmp_path, seed=3,
+                       options=TrainOptions(max_epochs=20, device="cpu", progress=False, trim_padding=True,
+                                            length_buckets=4))
+    label_std = float(np.std(pickle.loads(learnable_pickle.read_bytes())["valid"]["regression_labels"]))
+    assert run.valid["MAE"] < 0.5 * label_std and run.test["Corr"] > 0.7, (run.valid, run.test)

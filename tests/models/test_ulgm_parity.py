@@ -50,7 +50,7 @@ def test_scripted_batches_give_mmsa_labels_centres_and_losses(
                                         mode=m)
                 for m in MODES
             )
-            torch.testing.assert_close(ours.loss(outputs, batch), expected_loss, atol=1e-6, rtol=0)
+            torch.testing.assert_close(ours.loss(outputs, batch), expected_loss, atol=1e-4, rtol=1e-4)
             feats = [outputs[FEATURE_OF[m]] for m in MODES]
             if epoch > 1:
                 reference.update_labels(*feats, epoch, batch, outputs)
@@ -60,9 +60,13 @@ def test_scripted_batches_give_mmsa_labels_centres_and_losses(
             reference.update_centers()
             ours.update_centers()
             for m in MODES:
-                torch.testing.assert_close(ours.label_map[m], reference.label_map[m], atol=1e-6, rtol=0)
+                # centres are a matrix product here, a mean over gathered rows in MMSA: the same up to float
+                # rounding, which the label update divides by a small score difference now and then (over 80
+                # seeds the labels parted by at most 1e-4 after four epochs; a wrong formula parts them by ~0.1)
+                torch.testing.assert_close(ours.label_map[m], reference.label_map[m], atol=1e-3, rtol=0)
                 for side in ("pos", "neg"):
-                    torch.testing.assert_close(ours.center_map[m][side], reference.center_map[m][side])
+                    torch.testing.assert_close(ours.center_map[m][side], reference.center_map[m][side],
+                                               atol=1e-4, rtol=1e-4)
     # the unimodal labels really moved away from y_m, within the clamp range
     assert (ours.label_map["text"] - labels).abs().max() > 0.1
     assert ours.label_map["audio"].abs().max() <= 3.0
