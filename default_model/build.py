@@ -369,7 +369,7 @@ def _facts(
                           "training batches are cut to their longest sentence (same outputs, other dropout "
                           "draws than MMSA's padded batches)" + (
                               f"; each train batch holds rows of similar text length, drawn from a shuffled pool "
-                              f"of {LENGTH_BUCKETS} batches (MMSA: plain shuffle; about half the training time, "
+                              f"of {LENGTH_BUCKETS} batches (MMSA: plain shuffle; an epoch ~30 % shorter, "
                               "docs/selfmm.md section 5)" if length_buckets(options) else "") + (
                               "; the level, the pitch (on the frames the reference counts, 0 on the others) and the "
                               "cepstrum are read relative to the speaker's own voice (the mean "
