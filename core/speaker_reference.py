@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,9 @@ class ReferenceRecipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:  # a newer agent's rule: scoring without it would feed the graph other inputs than it learned
+            raise ValueError(f"audio_reference has {unknown}, which this agent does not apply: a newer agent's card")
         columns = data["columns"]
         if not isinstance(columns, list | tuple) or not columns:
             raise ValueError("audio_reference.columns must be a non-empty list of column indexes")

@@ -342,3 +342,7 @@ def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_pa
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="outside the graph's 5 audio columns"):
         ModelBundle.load(copy, tiny_feature_spec())
+    card["audio_reference"] = {**card["audio_reference"], "columns": [0], "quiet_gate": True}  # a newer agent's rule
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="malformed model card.*which this agent does not apply"):
+        ModelBundle.load(copy, tiny_feature_spec())

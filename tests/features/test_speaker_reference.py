@@ -140,3 +140,9 @@ def test_pitch_is_relative_on_counted_frames_and_absent_on_the_others() -> None:
     assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe
     # a card whose graph read the pitch on every frame is refused rather than served another input
     assert any("counted frames only" in p for p in ReferenceRecipe((LEVEL_COLUMN, PITCH_COLUMN)).differences())
+
+
+def test_a_card_whose_reference_has_a_rule_this_agent_lacks_is_refused() -> None:
+    data = dataclasses.asdict(ReferenceRecipe.of((LEVEL_COLUMN, PITCH_COLUMN)))
+    with pytest.raises(ValueError, match=r"\['quiet_gate'\], which this agent does not apply"):
+        ReferenceRecipe.from_dict({**data, "quiet_gate": True})
