@@ -183,7 +183,8 @@ class ModelBundle:
                     reference = own_reference(audio)
                 elif np.shape(reference) != (self._audio_dim,):
                     raise ModelError(f"audio_reference must be [{self._audio_dim}], got {np.shape(reference)}")
-                audio = centred(audio, np.asarray(reference, np.float32), recipe.columns)
+                audio = centred(audio, np.asarray(reference, np.float32), recipe.columns,
+                                quiet_gate=recipe.quiet_gate)
         vision = self._neutral.get("vision")
         if vision is None:
             vision = _frames(features.vision, self._vision_dim, "vision")

@@ -35,6 +35,7 @@ LOUDEST_WITHIN_BELS = 1.5
 FRAMES = 500  # the reference spans the speaker's latest 500 counted frames (10 s of loud voiced speech)
 SPEAKERS = 4096  # references kept per process; the least recently heard speaker is forgotten first
 COUNTED_ONLY_COLUMNS = (PITCH_COLUMN,)  # columns `centred` keeps on counted frames only (0 on the others)
+QUIET_LEVEL_BELS = -2.0  # the quiet gate's row: every column 0, the level 20 dB under the reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +47,13 @@ class ReferenceRecipe:
     frames: int = FRAMES
     loudest_within_bels: float | None = LOUDEST_WITHIN_BELS  # None: every voiced frame above the floor counts
     counted_only: tuple[int, ...] = ()  # of `columns`, those read on counted frames only (0 on the others)
+    quiet_gate: bool = False  # frames not within loudest_within_bels of the window's loudest become one fixed row
 
     @classmethod
-    def of(cls, columns: Sequence[int]) -> ReferenceRecipe:
+    def of(cls, columns: Sequence[int], *, quiet_gate: bool = False) -> ReferenceRecipe:
         """The recipe this agent applies to `columns`."""
-        return cls(tuple(columns), counted_only=tuple(c for c in columns if c in COUNTED_ONLY_COLUMNS))
+        return cls(tuple(columns), counted_only=tuple(c for c in columns if c in COUNTED_ONLY_COLUMNS),
+                   quiet_gate=quiet_gate)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
@@ -62,7 +65,8 @@ class ReferenceRecipe:
             raise ValueError("audio_reference.columns must be a non-empty list of column indexes")
         within = data.get("loudest_within_bels")
         return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
-                   None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())))
+                   None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())),
+                   bool(data.get("quiet_gate", False)))
 
     def differences(self) -> list[str]:
         """How this recipe differs from the one this agent computes (empty: the same)."""
@@ -84,14 +88,19 @@ class ReferenceRecipe:
         return problems
 
 
-def counted_frames(audio: np.ndarray) -> np.ndarray:
-    """Mask [T] of the frames a reference counts: voiced, louder than FLOOR_BELS and within LOUDEST_WITHIN_BELS of
-    the window's loudest voiced frames."""
+def loud_frames(audio: np.ndarray) -> np.ndarray:
+    """Mask [T] of the frames louder than FLOOR_BELS and within LOUDEST_WITHIN_BELS of the window's loudest voiced
+    frames (their 95th percentile level); none when no frame is voiced."""
     voiced = audio[:, VOICED_COLUMN] > 0.5
     if not voiced.any():
         return voiced
     loudest = float(np.percentile(audio[voiced, LEVEL_COLUMN], 95))
-    return voiced & (audio[:, LEVEL_COLUMN] > max(FLOOR_BELS, loudest - LOUDEST_WITHIN_BELS))
+    return audio[:, LEVEL_COLUMN] > max(FLOOR_BELS, loudest - LOUDEST_WITHIN_BELS)
+
+
+def counted_frames(audio: np.ndarray) -> np.ndarray:
+    """Mask [T] of the frames a reference counts: voiced and loud (`loud_frames`)."""
+    return (audio[:, VOICED_COLUMN] > 0.5) & loud_frames(audio)
 
 
 def own_reference(audio: np.ndarray) -> np.ndarray:
@@ -140,9 +149,13 @@ def reference_over(windows: Iterable[np.ndarray]) -> np.ndarray:
     return result
 
 
-def centred(audio: np.ndarray, reference: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+def centred(
+    audio: np.ndarray, reference: np.ndarray, columns: Sequence[int], *, quiet_gate: bool = False
+) -> np.ndarray:
     """`audio` [T, D] with `reference` [D] subtracted from `columns` (a new float32 array); a COUNTED_ONLY_COLUMNS
-    column only on the window's counted frames, and 0 on the others."""
+    column only on the window's counted frames, and 0 on the others. With `quiet_gate`, every frame that is not
+    loud (`loud_frames`) becomes the same row: 0, and QUIET_LEVEL_BELS in the level column. What a room, its hum
+    and a codec make of a pause then reaches no model (docs/selfmm.md §2.7)."""
     out = np.array(audio, dtype=np.float32, copy=True)
     everywhere = [c for c in columns if c not in COUNTED_ONLY_COLUMNS]
     out[:, everywhere] -= reference[everywhere]
@@ -150,6 +163,10 @@ def centred(audio: np.ndarray, reference: np.ndarray, columns: Sequence[int]) ->
     if only:
         counted = counted_frames(audio)
         out[:, only] = np.where(counted[:, None], out[:, only] - reference[only], 0.0)
+    if quiet_gate:
+        quiet = ~loud_frames(audio)
+        out[quiet] = 0.0
+        out[quiet, LEVEL_COLUMN] = QUIET_LEVEL_BELS
     return out
 
 

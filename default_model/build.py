@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.6.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.7.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -86,6 +86,10 @@ AUDIO_SPEAKER_COLUMNS = tuple(
 # the audio LSTM's summary: the mean of its states, not the last one, which is mostly the window's trailing pause
 # (the stand-in of docs/selfmm.md §2.6: GRID's worst replay-vs-call A shift 2.3 -> 1.1, test-actor r(A) 0.53 -> 0.52)
 AUDIO_POOL = "mean"
+# frames more than 15 dB under their window's loudest become one fixed row (core/speaker_reference.py): 3.6.0 read
+# GRID's hummed pauses, which a call's codec leaves near-silent and unvoiced, and moved M by 0.35 between the file
+# and the call (docs/selfmm.md §2.7)
+AUDIO_QUIET_GATE = True
 VOICE_REPEAT = 4  # CREMA-D train rows per clip and epoch: the voices' weight beside ~19k sentences
 VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the actor's emotion (joined_voices)
 # a clip's train rows per epoch come decoded from the file (2), through a call's Opus VOIP (1, core.call_codec)
@@ -200,11 +204,12 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
         audio = {"audio_standardize": True, "audio_step_frames": AUDIO_STEP_FRAMES,
                  "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT,
                  "ulgm_keep_human_labels": True, "audio_speaker_columns": AUDIO_SPEAKER_COLUMNS,
-                 "audio_pool": AUDIO_POOL}
+                 "audio_pool": AUDIO_POOL, "audio_quiet_gate": AUDIO_QUIET_GATE}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
     for split in data.values():  # the sentences: each its own call (the voices were centred on their actor)
-        centre_on_own_voice(split, config.audio_speaker_columns, skip_prefix=f"{VOICE_ID_PREFIX}$_$")
+        centre_on_own_voice(split, config.audio_speaker_columns, skip_prefix=f"{VOICE_ID_PREFIX}$_$",
+                            quiet_gate=config.audio_quiet_gate)
     setup_seed(options.seed)
     model = SelfMM(config)
     if model.audio_steps is not None:  # the statistics of what the LSTM stage reads: after centring
@@ -233,7 +238,8 @@ def centred_audio(steps: AudioSteps, audio: np.ndarray, lengths: np.ndarray, chu
     return out
 
 
-def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_prefix: str) -> None:
+def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_prefix: str,
+                        quiet_gate: bool = False) -> None:
     """In place: every row whose id does not start with `skip_prefix`, relative to its own reference (what the
     agent takes for a speaker's first window: core.speaker_reference.own_reference)."""
     if not columns:
@@ -241,7 +247,8 @@ def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_pref
     for i, key in enumerate(split.ids):
         if not key.startswith(skip_prefix):
             n = int(split.audio_lengths[i])
-            split.audio[i, :n] = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns)
+            split.audio[i, :n] = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns,
+                                         quiet_gate=quiet_gate)
 
 
 def length_buckets(options: BuildOptions) -> int | None:
@@ -268,7 +275,7 @@ def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, lis
         samples = speaker_centred(
             voice_samples(clips, options.cremad_dir, extractor, options.cremad_cache_dir,
                           workers=options.workers, progress=options.progress, codec=codec),
-            AUDIO_SPEAKER_COLUMNS, seed=options.seed + index)
+            AUDIO_SPEAKER_COLUMNS, seed=options.seed + index, quiet_gate=AUDIO_QUIET_GATE)
         train = [s for s in samples if s.clip.split == "train"]
         share = options.voice_repeat // len(codecs) + (1 if index < options.voice_repeat % len(codecs) else 0)
         if train and share:
@@ -377,6 +384,9 @@ def _facts(
                               "build from "
                               f"{SPEAKER_REFERENCE_CLIPS} other clips of a CREMA-D actor and from each synthetic "
                               "sentence itself, by the agent per participant stream; card audio_reference; "
+                              + (f"every frame more than {LOUDEST_WITHIN_BELS * 10:g} dB under its window's loudest "
+                                 "voiced frames is replaced by one fixed row, so that a pause carries its length but "
+                                 "not the room's or the codec's sound; " if AUDIO_QUIET_GATE else "") +
                               "docs/selfmm.md section 2.7), the audio branch standardises each column with the "
                               "training set's mean and std, reads one LSTM step per "
                               f"{AUDIO_STEP_FRAMES} frames (their mean) and has "

@@ -210,7 +210,8 @@ def joined_voices(
 
 
 def speaker_centred(
-    samples: Sequence[VoiceSample], columns: Sequence[int], *, clips: int = SPEAKER_REFERENCE_CLIPS, seed: int
+    samples: Sequence[VoiceSample], columns: Sequence[int], *, clips: int = SPEAKER_REFERENCE_CLIPS, seed: int,
+    quiet_gate: bool = False,
 ) -> list[VoiceSample]:
     """Each sample with `columns` taken relative to its actor's voice, as the agent takes a participant's: the
     running reference (core/speaker_reference.py) after `clips` other clips of the same actor through the same
@@ -224,5 +225,5 @@ def speaker_centred(
         others = [o for o in groups[(sample.clip.actor, sample.codec)] if o.clip.name != sample.clip.name]
         picked = sorted(rng.choice(len(others), size=min(clips, len(others)), replace=False)) if others else []
         reference = reference_over([*(others[i].audio for i in picked), sample.audio])
-        out.append(replace(sample, audio=centred(sample.audio, reference, columns)))
+        out.append(replace(sample, audio=centred(sample.audio, reference, columns, quiet_gate=quiet_gate)))
     return out

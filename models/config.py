@@ -228,6 +228,9 @@ class SelfMMConfig(ConfigDict):
     # build for training rows, by the agent per participant: core/speaker_reference.py, docs/selfmm.md §2.7).
     # The graph computes nothing for it; the export writes it on the card. Empty = off (MMSA).
     audio_speaker_columns: tuple[int, ...] = ()
+    # ... and give every frame that is not within 15 dB of its window's loudest one fixed row (the quiet gate of
+    # core/speaker_reference.py): pauses then carry their length, not the room's or the codec's sound
+    audio_quiet_gate: bool = False
     # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
     # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
     audio_pool: AudioPool = "last"

@@ -25,8 +25,10 @@ from core.speaker_reference import (
     FLOOR_BELS,
     FRAMES,
     LOUDEST_WITHIN_BELS,
+    QUIET_LEVEL_BELS,
     ReferenceRecipe,
     counted_frames,
+    loud_frames,
     own_reference,
 )
 from core.types import Features, StreamId, Transcript, Window
@@ -342,7 +344,25 @@ def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_pa
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="outside the graph's 5 audio columns"):
         ModelBundle.load(copy, tiny_feature_spec())
-    card["audio_reference"] = {**card["audio_reference"], "columns": [0], "quiet_gate": True}  # a newer agent's rule
+    card["audio_reference"] = {**card["audio_reference"], "columns": [0], "voiced_only": [2]}  # another agent's rule
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="malformed model card.*which this agent does not apply"):
         ModelBundle.load(copy, tiny_feature_spec())
+
+
+def test_a_card_with_the_quiet_gate_gets_its_quiet_frames_as_one_row(speaker_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "gated"
+    copy.mkdir()
+    for path in speaker_bundle.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    card = json.loads((copy / "card.json").read_text())
+    card["audio_reference"]["quiet_gate"] = True
+    (copy / "card.json").write_text(json.dumps(card))
+    gated = ModelBundle.load(copy, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    plain = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    features = make_features(3)
+    quiet = ~loud_frames(features.audio)
+    assert 0 < quiet.sum() < len(quiet)
+    prepared, before = gated.prepare(features).audio, plain.prepare(features).audio
+    np.testing.assert_array_equal(prepared[~quiet], before[~quiet])
+    assert (prepared[quiet, 1:] == 0).all() and (prepared[quiet, 0] == QUIET_LEVEL_BELS).all()

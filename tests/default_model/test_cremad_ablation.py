@@ -45,7 +45,7 @@ def test_with_audio_changes_the_audio_only(bundle: ModelBundle, features: list[F
     assert recipe is not None
 
     def fed(audio: np.ndarray) -> np.ndarray:
-        return centred(audio, own_reference(audio), recipe.columns)
+        return centred(audio, own_reference(audio), recipe.columns, quiet_gate=recipe.quiet_gate)
 
     assert ablation.audio.shape == (51, int(bundle.card.input_info("audio").shape[-1]))  # 1 s at 50 frames/s
     for original in features:

@@ -17,7 +17,7 @@ from bench.cremad_metrics import clip_score, pearson_or_zero
 from bench.cremad_replay import replay_clips, replay_settings
 from core.card import ModelCard
 from core.speaker_reference import LOUDEST_WITHIN_BELS
-from default_model.build import AUDIO_SPEAKER_COLUMNS, VOICES_MODEL_VERSION
+from default_model.build import AUDIO_QUIET_GATE, AUDIO_SPEAKER_COLUMNS, VOICES_MODEL_VERSION
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from models.adapters.crema_d import voice_valence
 
@@ -65,6 +65,9 @@ def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_b
     assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
     assert "other clips of the actor" in training["voices"]["speaker_reference"]
     assert f"within {LOUDEST_WITHIN_BELS * 10:g} dB" in training["voices"]["speaker_reference"]  # the card's rule
+    # the agent gates quiet frames as the card says it was trained, and the card's prose says so too
+    assert card.audio_reference.quiet_gate == AUDIO_QUIET_GATE
+    assert ("one fixed row" in training["deviation"]) == AUDIO_QUIET_GATE
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
     # a candidate says why it is not the default: the aims it missed, and how it did in the live tests

@@ -12,6 +12,7 @@ from core.speaker_reference import (
     FLOOR_BELS,
     FRAMES,
     LEVEL_COLUMN,
+    QUIET_LEVEL_BELS,
     ReferenceRecipe,
     SpeakerReference,
     SpeakerReferences,
@@ -144,5 +145,23 @@ def test_pitch_is_relative_on_counted_frames_and_absent_on_the_others() -> None:
 
 def test_a_card_whose_reference_has_a_rule_this_agent_lacks_is_refused() -> None:
     data = dataclasses.asdict(ReferenceRecipe.of((LEVEL_COLUMN, PITCH_COLUMN)))
-    with pytest.raises(ValueError, match=r"\['quiet_gate'\], which this agent does not apply"):
-        ReferenceRecipe.from_dict({**data, "quiet_gate": True})
+    with pytest.raises(ValueError, match=r"\['voiced_only'\], which this agent does not apply"):
+        ReferenceRecipe.from_dict({**data, "voiced_only": [PITCH_COLUMN]})  # a rule of another agent's
+
+
+def test_the_quiet_gate_gives_every_quiet_frame_one_row_whatever_the_room() -> None:
+    # a pause's hum in a recording and the near-silence a call's codec leaves of it: different frames, one row
+    voice = frames(4, -1.0, 2.5)
+    hum, silence = frames(3, -3.0, 0.7), frames(3, -6.0, 0.0, voiced=False)
+    recorded, called = np.concatenate([voice, hum]), np.concatenate([voice, silence])
+    reference = own_reference(recorded)
+    columns = (LEVEL_COLUMN, PITCH_COLUMN, 20)
+    a = centred(recorded, reference, columns, quiet_gate=True)
+    b = centred(called, reference, columns, quiet_gate=True)
+    np.testing.assert_array_equal(a[4:], b[4:])
+    assert a[4:, LEVEL_COLUMN].tolist() == [QUIET_LEVEL_BELS] * 3 and not a[4:, 21].any()
+    np.testing.assert_array_equal(a[:4], centred(recorded, reference, columns)[:4])  # loud frames as before
+    assert not np.array_equal(centred(recorded, reference, columns)[4:], centred(called, reference, columns)[4:])
+    recipe = ReferenceRecipe.of(columns, quiet_gate=True)
+    assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe and recipe.differences() == []
+    assert not ReferenceRecipe.from_dict({"columns": [0], "floor_bels": FLOOR_BELS, "frames": FRAMES}).quiet_gate
