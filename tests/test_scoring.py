@@ -329,14 +329,20 @@ async def test_the_same_window_scores_differently_against_another_speakers_refer
     assert abs(a[0].m - b[0].m) > 1e-4
 
 
-def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "other-floor"
-    copy.mkdir()
-    for path in speaker_bundle.iterdir():
+def _with_reference(bundle: Path, copy: Path, **reference: Any) -> dict[str, Any]:
+    """A copy of `bundle` whose card's audio_reference has `reference` set; the card as written."""
+    copy.mkdir(exist_ok=True)
+    for path in bundle.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
     card = json.loads((copy / "card.json").read_text())
-    card["audio_reference"]["floor_bels"] = -6.0
+    card["audio_reference"].update(reference)
     (copy / "card.json").write_text(json.dumps(card))
+    return card
+
+
+def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "other-floor"
+    card = _with_reference(speaker_bundle, copy, floor_bels=-6.0)
     with pytest.raises(ModelError, match="speaker reference taken another way"):
         ModelBundle.load(copy, tiny_feature_spec())
     card["audio_reference"] = {"columns": [0, 7], "floor_bels": FLOOR_BELS, "frames": FRAMES,
@@ -352,12 +358,7 @@ def test_load_refuses_a_reference_taken_another_way(speaker_bundle: Path, tmp_pa
 
 def test_a_card_with_the_quiet_gate_gets_its_quiet_frames_as_one_row(speaker_bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "gated"
-    copy.mkdir()
-    for path in speaker_bundle.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    card = json.loads((copy / "card.json").read_text())
-    card["audio_reference"]["quiet_gate"] = True
-    (copy / "card.json").write_text(json.dumps(card))
+    _with_reference(speaker_bundle, copy, quiet_gate=True)
     gated = ModelBundle.load(copy, tiny_feature_spec(), providers=["CPUExecutionProvider"])
     plain = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
     features = make_features(3)
