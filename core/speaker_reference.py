@@ -98,9 +98,9 @@ def loud_frames(audio: np.ndarray) -> np.ndarray:
     return audio[:, LEVEL_COLUMN] > max(FLOOR_BELS, loudest - LOUDEST_WITHIN_BELS)
 
 
-def counted_frames(audio: np.ndarray) -> np.ndarray:
-    """Mask [T] of the frames a reference counts: voiced and loud (`loud_frames`)."""
-    return (audio[:, VOICED_COLUMN] > 0.5) & loud_frames(audio)
+def counted_frames(audio: np.ndarray, loud: np.ndarray | None = None) -> np.ndarray:
+    """Mask [T] of the frames a reference counts: voiced and loud (`loud`, else `loud_frames`)."""
+    return (audio[:, VOICED_COLUMN] > 0.5) & (loud_frames(audio) if loud is None else loud)
 
 
 def own_reference(audio: np.ndarray) -> np.ndarray:
@@ -160,13 +160,15 @@ def centred(
     everywhere = [c for c in columns if c not in COUNTED_ONLY_COLUMNS]
     out[:, everywhere] -= reference[everywhere]
     only = [c for c in columns if c in COUNTED_ONLY_COLUMNS]
+    if not (only or quiet_gate):
+        return out
+    loud = loud_frames(audio)
     if only:
-        counted = counted_frames(audio)
+        counted = counted_frames(audio, loud)
         out[:, only] = np.where(counted[:, None], out[:, only] - reference[only], 0.0)
     if quiet_gate:
-        quiet = ~loud_frames(audio)
-        out[quiet] = 0.0
-        out[quiet, LEVEL_COLUMN] = QUIET_LEVEL_BELS
+        out[~loud] = 0.0
+        out[~loud, LEVEL_COLUMN] = QUIET_LEVEL_BELS
     return out
 
 

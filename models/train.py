@@ -81,7 +81,7 @@ class TrainOptions:
     # not MMSA's dropout draws (models.datasets.model_inputs)
     trim_padding: bool = False
     # train batches of rows of similar text length, from pools of this many batches (LengthBucketBatches); with
-    # trim_padding a batch then computes little padding (~2x faster on the voices build); None: MMSA's shuffle
+    # trim_padding a batch then computes little padding (epochs ~30 % shorter on the voices build); None: MMSA's shuffle
     length_buckets: int | None = None
 
 
