@@ -16,6 +16,7 @@ VADER is measured in the same run on the same sentences. Writes bench/results/de
     .venv/bin/python -m bench.default_model [--per-corpus 500] [--bundle DIR] [--variant fp32|int8]
     .venv/bin/python -m bench.default_model --cremad-only [--limit N] [--live]
     .venv/bin/python -m bench.default_model --no-cremad --audio-ablated   # M with every window's audio replaced
+    .venv/bin/python -m bench.default_model --no-cremad --bundle NEW --baseline OLD   # both on the same transcripts
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import csv
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +103,40 @@ class Pipeline:
             features = with_audio(features, self.ablation.audio)
         return (await self.score_task(features)).m
 
-    async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
-        """Duration-weighted mean M over the windows with words; (score, windows, texts)."""
+    async def hear(self, name: str, items: Any) -> Heard:
+        """One stream through windows → Whisper → features (with the speaker's running reference)."""
         stream = StreamId("bench", name)
         windows = windows_of(Windower(stream, self.windows, self.vad), items)
         references = SpeakerReferences()  # one speaker per stream, as the agent's pipeline keeps them
-        total, weight, texts = 0.0, 0.0, []
+        heard = Heard(len(windows))
         for window in windows:
             transcript = await asyncio.to_thread(self.speech.transcribe, window)
             features = references.attach(stream.key, await asyncio.to_thread(self.extractor.extract, transcript))
-            if not transcript.text.strip():
-                continue
-            texts.append(transcript.text)
-            total += await self.score(features) * window.duration_s
-            weight += window.duration_s
-        return (total / weight if weight else None), len(windows), texts
+            if transcript.text.strip():
+                heard.spoken.append((features, window.duration_s))
+                heard.texts.append(transcript.text)
+        return heard
+
+    async def score_heard(self, heard: Heard) -> float | None:
+        """Duration-weighted mean M over the windows with words; None when none had words."""
+        weight = sum(duration for _, duration in heard.spoken)
+        if not weight:
+            return None
+        return sum([await self.score(f) * duration for f, duration in heard.spoken]) / weight
+
+    async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
+        """(score, windows, texts) of one stream (`hear` then `score_heard`)."""
+        heard = await self.hear(name, items)
+        return await self.score_heard(heard), heard.windows, heard.texts
+
+
+@dataclass(slots=True)
+class Heard:
+    """What the agent heard of one stream: its windows with words, as features with their durations."""
+
+    windows: int
+    spoken: list[tuple[Features, float]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
 
 def chunks_of(audio: np.ndarray) -> list[AudioChunk]:
@@ -160,22 +181,40 @@ async def text_path(
 
 
 async def spoken_path(
-    pipe: Pipeline, sentences: list[RatedSentence]
-) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    pipe: Pipeline, sentences: list[RatedSentence], baseline: Pipeline | None = None
+) -> tuple[np.ndarray, list[str], dict[str, int], np.ndarray | None]:
     """Held-out voices → windows → Whisper → features → scorer; no words at all scores 0 (counted).
-    Returns the scores, what Whisper heard per sentence, and counts."""
-    out, heard, stats = [], [], {"windows": 0, "no_words": 0}
+    Returns the scores, what Whisper heard per sentence, counts, and the baseline bundle's scores of the very same
+    windows and transcripts (None without one)."""
+    out, base, heard, stats = [], [], [], {"windows": 0, "no_words": 0}
     for i, s in enumerate(sentences):
         audio = synthesize(s.text, voice_for(s.key, HELDOUT_VOICES))
-        score, n_windows, texts = await pipe.score_stream(f"s{i}", chunks_of(audio))
-        stats["windows"] += n_windows
+        windows = await pipe.hear(f"s{i}", chunks_of(audio))
+        score = await pipe.score_heard(windows)
+        stats["windows"] += windows.windows
         if score is None:
             stats["no_words"] += 1
         out.append(0.0 if score is None else score)
-        heard.append(" ".join(texts))
+        if baseline is not None:
+            base.append(await baseline.score_heard(windows) or 0.0)
+        heard.append(" ".join(windows.texts))
         if (i + 1) % 100 == 0:
             log.info("spoken path: %d/%d sentences", i + 1, len(sentences))
-    return np.asarray(out), heard, stats
+    return np.asarray(out), heard, stats, (np.asarray(base) if baseline is not None else None)
+
+
+def paired_r_difference(pred: np.ndarray, base: np.ndarray, true: np.ndarray, *, resamples: int = 2000,
+                        seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """r(pred) − r(base) against `true` on the same items, with a 95 % paired-bootstrap interval (items resampled
+    together, so what both models share, such as Whisper's errors, does not widen it)."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(true), len(true))
+        diffs.append(pearson(pred[rows], true[rows]) - pearson(base[rows], true[rows]))
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    return {"difference": round(pearson(pred, true) - pearson(base, true), 4),
+            "ci95": [round(float(low), 4), round(float(high), 4)]}
 
 
 async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:
@@ -192,7 +231,10 @@ async def neutral_readings(pipe: Pipeline) -> list[dict[str, Any]]:
 
 
 def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[RatedSentence],
-                spoken_pred: np.ndarray, heard: list[str]) -> dict[str, Any]:
+                spoken_pred: np.ndarray, heard: list[str],
+                baseline: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Per corpus: r of ours and VADER on the gold text and through speech; with `baseline` (its text and spoken
+    predictions of the same items), its r and ours minus its with a paired-bootstrap interval."""
     vader_all = vader_scores([s.text for s in test])
     index = {s.key: i for i, s in enumerate(test)}
     table: dict[str, Any] = {}
@@ -217,6 +259,12 @@ def corpus_rows(test: list[RatedSentence], text_pred: np.ndarray, sample: list[R
         }
         entry["text_vs_vader_ratio"] = entry["ours_text_r"] / entry["vader_r"]
         entry["spoken_vs_vader_ratio"] = entry["ours_spoken_r"] / entry["sample_vader_r"]
+        if baseline is not None and len(srows) > 2:
+            base_text, base_spoken = baseline[0][rows], baseline[1][srows]
+            entry["baseline_text_r"] = pearson(base_text, y)
+            entry["baseline_spoken_r"] = pearson(base_spoken, sy)
+            entry["text_minus_baseline"] = paired_r_difference(text_pred[rows], base_text, y)
+            entry["spoken_minus_baseline"] = paired_r_difference(spoken, base_spoken, sy)
         table[corpus] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
     return table
 
@@ -230,32 +278,48 @@ def print_table(table: dict[str, Any]) -> None:
               f"{e['sample_vader_r']:>10.3f}{e['ours_spoken_r']:>10.3f}{e['spoken_acc2']:>11.3f}"
               f"{e['spoken_pos_neg_ranking']:>10.3f}{e['spoken_wer']:>9.3f}")
     print("VADER r* = VADER on the spoken sample's gold text (the spoken column's baseline)")
+    for corpus, e in table.items():
+        if "spoken_minus_baseline" in e:
+            t, sp = e["text_minus_baseline"], e["spoken_minus_baseline"]
+            print(f"{corpus:<14} baseline text r {e['baseline_text_r']:.3f} (ours {t['difference']:+.3f}, 95 % "
+                  f"{t['ci95'][0]:+.3f}..{t['ci95'][1]:+.3f}), spoken r {e['baseline_spoken_r']:.3f} (ours "
+                  f"{sp['difference']:+.3f}, 95 % {sp['ci95'][0]:+.3f}..{sp['ci95'][1]:+.3f})")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     pipe = Pipeline(args.bundle, args.variant, audio_ablated=args.audio_ablated)
     pipe.scorer.start()
+    baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
+    if baseline is not None:
+        baseline.scorer.start()
     try:
         test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]
         if args.text_per_corpus:
             test = sample_per_corpus(test, args.text_per_corpus, seed=args.seed)
         sample = sample_per_corpus(test, args.per_corpus, seed=args.seed)
         mark = time.perf_counter()
-        text_pred = await text_path(pipe, test, pickled_features(args.features_pickle))
+        cached = pickled_features(args.features_pickle)
+        text_pred = await text_path(pipe, test, cached)
+        base_text = None if baseline is None else await text_path(baseline, test, cached)
         text_s = time.perf_counter() - mark
         mark = time.perf_counter()
-        spoken_pred, heard, stats = await spoken_path(pipe, sample)
+        spoken_pred, heard, stats, base_spoken = await spoken_path(pipe, sample, baseline)
         spoken_s = time.perf_counter() - mark
         neutral = await neutral_readings(pipe) if SHARED.is_dir() else []
         shift = await codec_shift(pipe, SHARED) if SHARED.is_dir() else None
     finally:
         await pipe.scorer.close()
-    table = corpus_rows(test, text_pred, sample, spoken_pred, heard)
+        if baseline is not None:
+            await baseline.scorer.close()
+    both = None if base_text is None or base_spoken is None else (base_text, base_spoken)
+    table = corpus_rows(test, text_pred, sample, spoken_pred, heard, both)
     return {
         "bundle": str(args.bundle), "model_version": pipe.bundle.card.model_version, "device": "cpu",
         "cpu": cpu_info().line(), "audio_ablated": None if pipe.ablation is None else pipe.ablation.source,
         "graph": pipe.bundle.graph_name,
+        "baseline": None if baseline is None else {"bundle": str(args.baseline),
+                                                   "model_version": baseline.bundle.card.model_version},
         "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
         "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
         "spoken_wer_all": round(word_error_rate([s.text for s in sample], heard), 4),
@@ -283,6 +347,10 @@ def main() -> None:
                         help="reuse the build's test-split features when present (else synthesise them)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".affectstream" / "cache" / "vader")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_model.json")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another bundle scored in the same run on the same windows and transcripts (e.g. "
+                             "the default it would replace): its r, and ours minus its with a 95 %% paired "
+                             "bootstrap interval")
     parser.add_argument("--cremad-only", action="store_true", help="only the CREMA-D section (cremad.json)")
     parser.add_argument("--no-cremad", action="store_true", help="skip the CREMA-D section")
     parser.add_argument("--audio-ablated", action="store_true",

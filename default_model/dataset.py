@@ -247,6 +247,9 @@ def append_voices(split: dict[str, object], voices: Sequence[VoiceSample], *, re
             np.asarray(split.get("regression_labels_A", np.full(n_old, np.nan)), np.float32),
             np.asarray([v.label for v in rows], np.float32)]),
         "audio_paired_from": [*split["audio_paired_from"], *(v.name for v in rows)],  # type: ignore[misc]
+        # ours: a voice's text (one of twelve neutral sentences) says nothing of its label
+        "text_labelled": np.concatenate([np.asarray(split.get("text_labelled", np.ones(n_old, bool)), bool),
+                                         np.zeros(n_new, bool)]),
     }
 
 

@@ -238,6 +238,10 @@ class SelfMMConfig(ConfigDict):
     # unimodal label (regression_labels_T/A/V) keep it, with loss weight 1; ULGM generates the others
     # (docs/selfmm.md §4.4). Off = MMSA.
     ulgm_keep_human_labels: bool = False
+    # Deviation knob (MMSA trains the text encoder and head on every row): rows whose dataset marks their text
+    # as saying nothing of their label (text_labelled False) train neither; their [CLS] state still feeds the
+    # fusion, detached, and ULGM leaves them out of the text centres (docs/selfmm.md §4.5). Off = MMSA.
+    text_from_labelled_rows: bool = False
     # trainer (commonParams)
     exclude_zero: bool = True
     early_stop: int = 8

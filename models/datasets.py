@@ -32,6 +32,9 @@ class MMSASplit:
     vision_lengths: np.ndarray  # int64 [N]
     labels: np.ndarray  # float32 [N], regression_labels (y_m)
     unimodal_labels: dict[str, np.ndarray]  # human T/A/V labels where a dataset has them (NaN: none)
+    # bool [N], ours: False where a row's text says nothing of its label (CREMA-D's twelve neutral sentences,
+    # read in six emotions); MMSA pickles lack it (every row True)
+    text_labelled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,11 +98,14 @@ def parse_split(raw: dict[str, Any], where: str) -> MMSASplit:
             raise DatasetError(where, f"{key} has {bad} non-finite values (NaN or inf)")
     unimodal = {m: np.asarray(raw[f"regression_labels_{m}"], dtype=np.float32).reshape(-1)
                 for m in "TAV" if f"regression_labels_{m}" in raw}
+    text_labelled = np.asarray(raw.get("text_labelled", np.ones(n, dtype=bool)), dtype=bool).reshape(-1)
+    if len(text_labelled) != n:
+        raise DatasetError(where, f"{n} labels but {len(text_labelled)} text_labelled flags")
     return MMSASplit(
         ids=tuple(str(i) for i in raw["id"]), text_bert=text, audio=audio, vision=vision,
         audio_lengths=_lengths(raw, "audio_lengths", where, audio.shape[1]),
         vision_lengths=_lengths(raw, "vision_lengths", where, vision.shape[1]),
-        labels=labels, unimodal_labels=unimodal,
+        labels=labels, unimodal_labels=unimodal, text_labelled=text_labelled,
     )
 
 
@@ -137,6 +143,8 @@ class MMSADataset(Dataset[dict[str, Any]]):
         self._vision = torch.from_numpy(split.vision)
         self._labels = torch.from_numpy(split.labels)
         self._unimodal = {m: torch.from_numpy(v) for m, v in split.unimodal_labels.items()}
+        labelled = split.text_labelled if split.text_labelled is not None else np.ones(len(split), dtype=bool)
+        self._text_labelled = torch.from_numpy(np.asarray(labelled, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -154,6 +162,7 @@ class MMSADataset(Dataset[dict[str, Any]]):
             "vision": self._vision[index],
             "vision_lengths": int(self.split.vision_lengths[index]),
             "label": self._labels[index],
+            "text_labelled": self._text_labelled[index],
             **{f"label_{m}": values[index] for m, values in self._unimodal.items()},  # NaN: no human label
         }
 

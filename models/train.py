@@ -168,6 +168,8 @@ class Trainer:
         for batch in self._bar(train_loader, "init labels"):
             indexes = batch["index"].view(-1).to(self.device)
             ulgm.init_labels(indexes, batch["label"].view(-1).to(self.device))
+            if c.text_from_labelled_rows:
+                ulgm.drop_labels("text", indexes, ~batch["text_labelled"].view(-1).to(self.device))
             if c.ulgm_keep_human_labels:
                 for mode in ("text", "audio", "vision"):
                     key = f"label_{OUTPUT_OF[mode]}"
@@ -214,7 +216,7 @@ class Trainer:
                 optimizer.zero_grad()
             left -= 1
             indexes = batch["index"].view(-1).to(self.device)
-            outputs = model(**model_inputs(batch, self.device, trim=self.options.trim_padding))
+            outputs = self._forward_train(model, batch)
             for m in MODES:
                 preds[m].append(outputs[OUTPUT_OF[m]].detach().view(-1).cpu())
                 targets[m].append(ulgm.targets(m, indexes).cpu())
@@ -236,6 +238,16 @@ class Trainer:
             for m in MODES
         }
         return total_loss / max(len(loader), 1), metrics
+
+    def _forward_train(self, model: SelfMM, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        inputs = model_inputs(batch, self.device, trim=self.options.trim_padding)
+        if not self.config.text_from_labelled_rows:
+            return model(**inputs)
+        labelled = batch["text_labelled"].view(-1, 1).to(self.device)
+        text = model.text_model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])[:, 0, :]
+        text = torch.where(labelled, text, text.detach())  # no gradient into the encoder from the other rows
+        return model.forward_with_text(text, inputs["audio"], inputs["audio_lengths"], inputs["vision"],
+                                       inputs["vision_lengths"])
 
     @torch.no_grad()
     def predict(self, model: SelfMM, dataset: Dataset[Any], desc: str = "predict") -> dict[str, Any]:

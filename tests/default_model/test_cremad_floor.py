@@ -70,8 +70,9 @@ def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_b
     assert ("one fixed row" in training["deviation"]) == AUDIO_QUIET_GATE
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
-    # a candidate says why it is not the default: the aims it missed, and how it did in the live tests
-    assert evaluations["aims_not_reached"] and "aims_not_reached" in evaluations["not_the_default_because"]
+    # a candidate says why it is not the default: the aims it missed or the live tests it fails, which it names
+    reason = evaluations["not_the_default_because"]
+    assert ("aims_not_reached" in reason and evaluations["aims_not_reached"]) or "live_tests" in reason
     assert "tests/live" in evaluations["live_tests"]
     assert evaluations["call_codec_shift"]["max_abs_shift_a"] < evaluations["call_codec_shift"]["model_3.0.0"][
         "max_abs_shift_a"]

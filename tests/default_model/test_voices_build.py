@@ -15,9 +15,16 @@ from core.card import ModelCard
 from core.features import FeatureExtractor, FeatureSpec
 from core.speaker_reference import FLOOR_BELS, FRAMES, own_reference
 from core.types import Transcript
-from default_model.build import AUDIO_SPEAKER_COLUMNS, VOICES_MODEL_VERSION, BuildOptions, build
+from default_model.build import (
+    AUDIO_SPEAKER_COLUMNS,
+    TEXT_FROM_RATED_SENTENCES,
+    VOICES_MODEL_VERSION,
+    BuildOptions,
+    build,
+)
 from default_model.cremad import DEFAULT_CREMAD_DIR
-from default_model.dataset import window_of
+from default_model.dataset import VOICE_ID_PREFIX, window_of
+from models.datasets import load_mmsa_pickle
 
 
 @pytest.mark.integration
@@ -34,6 +41,14 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
     assert (card.audio_reference.floor_bels, card.audio_reference.frames) == (FLOOR_BELS, FRAMES)
     assert "speaker_reference" in card.training["voices"] and "speaker's own voice" in card.training["deviation"]
+    # the voices' twelve neutral sentences are marked as text that carries no label; the card says whether the
+    # build let them train the text branch (models.config.text_from_labelled_rows)
+    said = "train neither the text encoder nor the text head" in card.training["deviation"]
+    assert said == TEXT_FROM_RATED_SENTENCES
+    train = load_mmsa_pickle(tmp_path / "work" / "vader_espeak.pkl")["train"]
+    is_voice = np.asarray([key.startswith(f"{VOICE_ID_PREFIX}$_$") for key in train.ids])
+    assert is_voice.any() and (~is_voice).any()
+    assert train.text_labelled is not None and train.text_labelled.tolist() == (~is_voice).tolist()
 
     spec = FeatureSpec.from_dict(card.feature_spec)
     bundle = ModelBundle.load(tmp_path / "bundle", spec.to_dict(), providers=["CPUExecutionProvider"])

@@ -278,12 +278,16 @@ def test_each_stream_scores_like_its_own_file(scenario: Scenario) -> None:
         messages = scenario.live[_stream_key(name)]
         reference = scenario.reference[name].scores
         assert len(messages) == len(reference), name
+        heard_live = [m["text"] for m in scenario.transcripts[_stream_key(name)]]
+        heard_file = [t.text for t in scenario.reference[name].transcripts]
         for message, score in zip(messages, reference, strict=True):
             # utterance edges come from the VAD on Opus-decoded audio: an edge frame may flip (seen: 0.22 s)
             assert message["start_s"] == pytest.approx(score.window.start_s, abs=EDGE_S), name
             assert message["end_s"] == pytest.approx(score.window.end_s, abs=EDGE_S), name
             got, want = message["scores"][0], score.tasks[0]
-            assert abs(got["m"] - want.m) / (want.label_max - want.label_min) <= MAX_SCORE_DIFF, name
+            apart = (name, f"M {got['m']:.3f} live vs {want.m:.3f} file", f"A {got['a']} vs {want.a}",
+                     heard_live, heard_file)  # GRID's test sentences, not a call's words
+            assert abs(got["m"] - want.m) / (want.label_max - want.label_min) <= MAX_SCORE_DIFF, apart
 
 
 def test_bad_offers_get_the_right_status_while_others_stream(scenario: Scenario) -> None:

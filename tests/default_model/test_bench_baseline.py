@@ -1,0 +1,52 @@
+"""bench/default_model.py --baseline: a second bundle scored on the very same windows and transcripts, and the
+paired-bootstrap interval of the difference in r."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.default_model import Pipeline, corpus_rows, paired_r_difference, spoken_path
+from default_model.corpus import CORPORA, RatedSentence
+
+
+def test_the_paired_difference_is_zero_for_one_model_and_positive_for_a_better_one() -> None:
+    rng = np.random.default_rng(1)
+    true = rng.normal(size=300)
+    same = true + rng.normal(size=300)
+    assert paired_r_difference(same, same, true) == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    better = paired_r_difference(true + 0.3 * rng.normal(size=300), same, true)
+    assert better["difference"] > 0.2 and 0 < better["ci95"][0] < better["difference"] < better["ci95"][1]
+
+
+def test_corpus_rows_report_the_baseline_beside_ours() -> None:
+    rng = np.random.default_rng(2)
+    test = [RatedSentence(corpus, str(i), float(rating), f"sentence {i} of {corpus}")
+            for corpus in CORPORA for i, rating in enumerate(rng.uniform(-4, 4, size=8))]
+    labels = np.asarray([s.label for s in test])
+    ours, base = labels + 0.1 * rng.normal(size=len(test)), labels + rng.normal(size=len(test))
+    table = corpus_rows(test, ours, test, ours, [s.text for s in test], (base, base))
+    for corpus in CORPORA:
+        entry = table[corpus]
+        assert entry["baseline_spoken_r"] < entry["ours_spoken_r"]
+        assert entry["spoken_minus_baseline"]["difference"] == round(
+            entry["ours_spoken_r"] - entry["baseline_spoken_r"], 4)
+    assert "baseline_text_r" not in corpus_rows(test, ours, test, ours, [s.text for s in test])[CORPORA[0]]
+
+
+async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Path) -> None:
+    sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
+                 RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
+    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(voices_bundle_dir)
+    pipe.scorer.start()
+    baseline.scorer.start()
+    try:
+        scores, heard, stats, base = await spoken_path(pipe, sentences, baseline)
+    finally:
+        await pipe.scorer.close()
+        await baseline.scorer.close()
+    assert stats["no_words"] == 0 and all(heard)
+    assert base is not None
+    np.testing.assert_allclose(base, scores, atol=1e-6)  # the same bundle on the same windows: the same scores
+    assert scores[0] > scores[1]
