@@ -292,6 +292,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pipe.scorer.start()
     baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
     if baseline is not None:
+        if baseline.spec != pipe.spec:  # it is scored on the features this bundle's extractor computes
+            await pipe.scorer.close()
+            raise AffectstreamError(f"--baseline {args.baseline} reads other features than {args.bundle} (their "
+                                    "cards' feature_spec differ): the two cannot be scored on the same windows")
         baseline.scorer.start()
     try:
         test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]

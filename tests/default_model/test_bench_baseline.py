@@ -3,11 +3,16 @@ paired-bootstrap interval of the difference in r."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from bench.default_model import Pipeline, corpus_rows, paired_r_difference, spoken_path
+from bench.default_model import Pipeline, corpus_rows, paired_r_difference, run, spoken_path
+from core.errors import AffectstreamError
 from default_model.corpus import CORPORA, RatedSentence
 
 
@@ -50,3 +55,14 @@ async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Pat
     assert base is not None
     np.testing.assert_allclose(base, scores, atol=1e-6)  # the same bundle on the same windows: the same scores
     assert scores[0] > scores[1]
+
+
+async def test_a_baseline_that_reads_other_features_is_refused(voices_bundle_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(voices_bundle_dir, other)
+    card = json.loads((other / "card.json").read_text())
+    card["feature_spec"]["vision_fps"] = card["feature_spec"]["vision_fps"] / 2
+    (other / "card.json").write_text(json.dumps(card))
+    args = argparse.Namespace(bundle=voices_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
+    with pytest.raises(AffectstreamError, match="reads other features"):
+        await run(args)
