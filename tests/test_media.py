@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -174,8 +174,9 @@ def _truncate(source: Path, target: Path) -> Path:
         ("empty.mp4", lambda d, tmp: _write(tmp / "empty.mp4", b""), "empty"),
         (
             "garbage.mp4",
-            lambda d, tmp: _write(tmp / "garbage.mp4", os.urandom(20000)),
-            "not a media file",
+            # seeded: random bytes now and then probe as a container with no stream, which is refused too
+            lambda d, tmp: _write(tmp / "garbage.mp4", random.Random(20).randbytes(20000)),
+            ("not a media file", "no audio or video stream"),
         ),
         (
             "truncated.mp4",
@@ -196,13 +197,13 @@ def _truncate(source: Path, target: Path) -> Path:
     ],
 )
 def test_bad_files_raise_media_error_naming_file_and_reason(
-    name: str, make: object, reason: str, shared_data: Path, tmp_path: Path
+    name: str, make: object, reason: str | tuple[str, ...], shared_data: Path, tmp_path: Path
 ) -> None:
     path = make(shared_data, tmp_path)  # type: ignore[operator]
     with pytest.raises(MediaError) as caught:
         list(decode_file(path))
     assert caught.value.path == str(path)
-    assert reason in caught.value.reason
+    assert any(r in caught.value.reason for r in ((reason,) if isinstance(reason, str) else reason))
     assert str(path) in str(caught.value)
 
 
