@@ -196,7 +196,8 @@ async def spoken_path(
             stats["no_words"] += 1
         out.append(0.0 if score is None else score)
         if baseline is not None:
-            base.append(await baseline.score_heard(windows) or 0.0)
+            base_score = await baseline.score_heard(windows)
+            base.append(0.0 if base_score is None else base_score)
         heard.append(" ".join(windows.texts))
         if (i + 1) % 100 == 0:
             log.info("spoken path: %d/%d sentences", i + 1, len(sentences))

@@ -236,8 +236,13 @@ class SelfMM(nn.Module):
         vision: torch.Tensor,  # float32 [B, Tv, Dv]
         vision_lengths: torch.Tensor,  # int64 [B], >= 1
     ) -> dict[str, torch.Tensor]:
-        text = self.text_model(input_ids, attention_mask, token_type_ids)[:, 0, :]  # [CLS], [B, text_out]
-        return self.forward_with_text(text, audio, audio_lengths, vision, vision_lengths)
+        return self.forward_with_text(self.cls_state(input_ids, attention_mask, token_type_ids), audio,
+                                      audio_lengths, vision, vision_lengths)
+
+    def cls_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  token_type_ids: torch.Tensor) -> torch.Tensor:
+        """The text encoder's [CLS] state, float32 [B, text_out]: the text input of `forward_with_text`."""
+        return self.text_model(input_ids, attention_mask, token_type_ids)[:, 0, :]
 
     def forward_with_text(
         self,

@@ -244,7 +244,7 @@ class Trainer:
         if not self.config.text_from_labelled_rows:
             return model(**inputs)
         labelled = batch["text_labelled"].view(-1, 1).to(self.device)
-        text = model.text_model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])[:, 0, :]
+        text = model.cls_state(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
         text = torch.where(labelled, text, text.detach())  # no gradient into the encoder from the other rows
         return model.forward_with_text(text, inputs["audio"], inputs["audio_lengths"], inputs["vision"],
                                        inputs["vision_lengths"])

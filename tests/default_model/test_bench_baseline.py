@@ -53,7 +53,7 @@ async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Pat
         await baseline.scorer.close()
     assert stats["no_words"] == 0 and all(heard)
     assert base is not None
-    np.testing.assert_allclose(base, scores, atol=1e-6)  # the same bundle on the same windows: the same scores
+    np.testing.assert_allclose(base, scores, atol=1e-4)  # the same bundle on the same windows: the same scores
     assert scores[0] > scores[1]
 
 
