@@ -14,7 +14,7 @@ import onnxruntime as ort
 from agent import metrics
 from core.card import DEFAULT_BUNDLE_DIR, INPUT_NAMES, GraphFile, ModelCard, pad_to_min_lengths, sha256_file
 from core.errors import ModelError
-from core.speaker_reference import centred, own_reference
+from core.speaker_reference import centred, own_reference, without_quiet_edges
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ class ModelBundle:
                     raise ModelError(f"audio_reference must be [{self._audio_dim}], got {np.shape(reference)}")
                 audio = centred(audio, np.asarray(reference, np.float32), recipe.columns,
                                 quiet_gate=recipe.quiet_gate)
+                if recipe.trim_quiet_edges:
+                    audio = without_quiet_edges(audio)
         vision = self._neutral.get("vision")
         if vision is None:
             vision = _frames(features.vision, self._vision_dim, "vision")

@@ -1,4 +1,4 @@
-"""The main job on the embedded defaults: broker + agent + a generated sample call over WebRTC → score table."""
+"""The main job on the embedded defaults: broker + agent + a generated two-party call over WebRTC → score tables."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from agent.server import AgentServer
 from agent.settings import KafkaSettings, Settings
 from agent.stream_client import stream_file
 from agent.topic_reader import read_topic
-from cli.sample_call import ensure_sample_call
+from cli.sample_call import PATIENT, PATIENT_TAKES, ensure_sample_call
 from core.types import StreamId
 
 log = logging.getLogger(__name__)
 
 DEMO_DIR = Path(".affectstream") / "demo"
-DEMO_STREAM = StreamId("demo-call", "patient", "patient")
+DEMO_CALL = "demo-call"
 
 
 def demo_settings(settings: Settings, bootstrap_servers: str) -> Settings:
@@ -38,24 +38,38 @@ def demo_settings(settings: Settings, bootstrap_servers: str) -> Settings:
     )
 
 
-async def run_demo(settings: Settings, call: Path) -> list[dict[str, Any]]:
-    """Stream `call` into a running agent over WebRTC; returns the score messages read back from Kafka."""
+def demo_stream(participant: str) -> StreamId:
+    """The stream of one participant of the demo's call (its role is its name: clinician, patient)."""
+    return StreamId(DEMO_CALL, participant, participant)
+
+
+async def run_demo(settings: Settings, call: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """Stream each participant's file of `call` into a running agent over WebRTC, at once as one call; returns
+    each participant's score messages read back from Kafka."""
 
     token = settings.ingest.tokens[0].get_secret_value()
     async with open_runtime(settings) as runtime:
         server = AgentServer(settings, runtime)
         base = await server.start()
         try:
-            url = (f"{base}/whip?call_id={DEMO_STREAM.call_id}&participant_id={DEMO_STREAM.participant_id}"
-                   f"&role={DEMO_STREAM.role}")
-            print(f"streaming {call} over WebRTC to {url} (real time) ...", flush=True)
-            result = await stream_file(call, url, token, realtime=True)
-            print(f"sent {result.audio_s:.1f} s of audio and {result.video_frames} video frames", flush=True)
+            urls = {}
+            for participant, path in call.items():
+                stream = demo_stream(participant)
+                urls[participant] = (f"{base}/whip?call_id={stream.call_id}&participant_id={stream.participant_id}"
+                                     f"&role={stream.role}")
+                print(f"streaming {path} as {participant} over WebRTC to {urls[participant]} (real time) ...",
+                      flush=True)
+            sent = (stream_file(call[participant], url, token, realtime=True) for participant, url in urls.items())
+            results = await asyncio.gather(*sent)
+            for participant, result in zip(urls, results, strict=True):
+                print(f"{participant}: sent {result.audio_s:.1f} s of audio and {result.video_frames} video frames",
+                      flush=True)
         finally:
-            await server.close()  # waits for the stream's last window to be scored and published
+            await server.close()  # waits for each stream's last window to be scored and published
         assert runtime.publisher is not None
         await runtime.publisher.wait_drained(30)
-    return read_scores(settings.kafka.bootstrap_servers, settings.kafka.topics.scores, DEMO_STREAM.key)
+    kafka = settings.kafka
+    return {p: read_scores(kafka.bootstrap_servers, kafka.topics.scores, demo_stream(p).key) for p in call}
 
 
 def read_scores(bootstrap_servers: str, topic: str, stream_key: str, timeout_s: float = 20) -> list[dict[str, Any]]:
@@ -85,19 +99,23 @@ def format_table(scores: list[dict[str, Any]]) -> str:
 def demo(settings: Settings) -> int:
     from default_model.cremad import DEFAULT_CREMAD_DIR  # where the shared corpus lies beside the repository
 
-    call = ensure_sample_call(DEMO_DIR / "sample_call_v3.mp4", DEFAULT_CREMAD_DIR)  # v3: with real voices
+    call = ensure_sample_call(DEMO_DIR / "sample_call_v4", DEFAULT_CREMAD_DIR)  # v4: clinician and patient
     with EmbeddedBroker("127.0.0.1", free_port()) as broker:
         print(f"embedded Kafka broker (tansu) on {broker.bootstrap_servers}", flush=True)
         configured = demo_settings(settings, broker.bootstrap_servers)
         scores = asyncio.run(run_demo(configured, call))
-    if not scores:
+    if not any(scores.values()):
         print("no scores arrived on Kafka")
         return 1
-    first = scores[0]["scores"][0] if scores[0].get("scores") else {}
-    print(f"\nscores of stream {DEMO_STREAM.key} read back from topic {configured.kafka.topics.scores} "
-          f"(model {first.get('model_id', '?')} {first.get('model_version', '')}; "
-          f"M = multimodal score in [{first.get('label_min', '?')}, {first.get('label_max', '?')}], "
-          "T/A/V = unimodal heads):")
-    print(format_table(scores))
+    first = next(m["scores"][0] for messages in scores.values() for m in messages if m.get("scores"))
+    print(f"\nscores read back from topic {configured.kafka.topics.scores} (model {first.get('model_id', '?')} "
+          f"{first.get('model_version', '')}; M = multimodal score in [{first.get('label_min', '?')}, "
+          f"{first.get('label_max', '?')}], T/A/V = unimodal heads):")
+    for participant, messages in scores.items():
+        print(f"\n{demo_stream(participant).key}:")
+        print(format_table(messages))
+    if PATIENT in scores:
+        print("\nThe patient says \"It's eleven o'clock\" in turn in these voices (CREMA-D's voice-only raters): "
+              + "; ".join(f"{take.voice} ({take.heard})" for take in PATIENT_TAKES) + ".")
     print("\nNot a clinical instrument: see the model card (card.json in the bundle) for what it was trained on.")
     return 0

@@ -48,12 +48,13 @@ class ReferenceRecipe:
     loudest_within_bels: float | None = LOUDEST_WITHIN_BELS  # None: every voiced frame above the floor counts
     counted_only: tuple[int, ...] = ()  # of `columns`, those read on counted frames only (0 on the others)
     quiet_gate: bool = False  # frames not within loudest_within_bels of the window's loudest become one fixed row
+    trim_quiet_edges: bool = False  # the gated frames before the first and after the last loud one are dropped
 
     @classmethod
-    def of(cls, columns: Sequence[int], *, quiet_gate: bool = False) -> ReferenceRecipe:
+    def of(cls, columns: Sequence[int], *, quiet_gate: bool = False, trim_quiet_edges: bool = False) -> ReferenceRecipe:
         """The recipe this agent applies to `columns`."""
         return cls(tuple(columns), counted_only=tuple(c for c in columns if c in COUNTED_ONLY_COLUMNS),
-                   quiet_gate=quiet_gate)
+                   quiet_gate=quiet_gate, trim_quiet_edges=trim_quiet_edges)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
@@ -64,9 +65,12 @@ class ReferenceRecipe:
         if not isinstance(columns, list | tuple) or not columns:
             raise ValueError("audio_reference.columns must be a non-empty list of column indexes")
         within = data.get("loudest_within_bels")
-        return cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
-                   None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())),
-                   bool(data.get("quiet_gate", False)))
+        recipe = cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
+                     None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())),
+                     bool(data.get("quiet_gate", False)), bool(data.get("trim_quiet_edges", False)))
+        if recipe.trim_quiet_edges and not recipe.quiet_gate:
+            raise ValueError("audio_reference.trim_quiet_edges needs quiet_gate: the edges trimmed are gated frames")
+        return recipe
 
     def differences(self) -> list[str]:
         """How this recipe differs from the one this agent computes (empty: the same)."""
@@ -170,6 +174,24 @@ def centred(
         out[~loud] = 0.0
         out[~loud, LEVEL_COLUMN] = QUIET_LEVEL_BELS
     return out
+
+
+def quiet_rows(audio: np.ndarray) -> np.ndarray:
+    """Mask [T] of the rows of a `centred(..., quiet_gate=True)` window that are the quiet gate's row."""
+    others = np.ones(audio.shape[1], dtype=bool)
+    others[LEVEL_COLUMN] = False
+    return (audio[:, LEVEL_COLUMN] == np.float32(QUIET_LEVEL_BELS)) & ~audio[:, others].any(axis=1)
+
+
+def without_quiet_edges(audio: np.ndarray) -> np.ndarray:
+    """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame; unchanged when no
+    frame is loud. Where the VAD opens and closes a window moves with the codec by a few frames (seen: 0.22 s),
+    and the audio LSTM, driven by the gate's constant row, does not forget how many it read: GRID's replay and call
+    differed by 1.07 in A through that alone (docs/selfmm.md §2.7). The pauses inside a window are kept."""
+    loud = np.flatnonzero(~quiet_rows(audio))
+    if len(loud) == 0:
+        return audio
+    return audio[loud[0]: loud[-1] + 1]
 
 
 class SpeakerReferences:

@@ -135,7 +135,10 @@ def checkpoint_export(
 def speaker_recipe(config: ModelConfig) -> ReferenceRecipe | None:
     """The card's `audio_reference` of a model trained on speaker-centred audio (Self-MM's audio_speaker_columns)."""
     columns = tuple(getattr(config, "audio_speaker_columns", ()))
-    return ReferenceRecipe.of(columns, quiet_gate=bool(getattr(config, "audio_quiet_gate", False))) if columns else None
+    if not columns:
+        return None
+    return ReferenceRecipe.of(columns, quiet_gate=bool(getattr(config, "audio_quiet_gate", False)),
+                              trim_quiet_edges=bool(getattr(config, "audio_trim_quiet_edges", False)))
 
 
 def default_model_id(config: ModelConfig) -> str:

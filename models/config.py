@@ -231,6 +231,8 @@ class SelfMMConfig(ConfigDict):
     # ... and give every frame that is not within 15 dB of its window's loudest one fixed row (the quiet gate of
     # core/speaker_reference.py): pauses then carry their length, not the room's or the codec's sound
     audio_quiet_gate: bool = False
+    # ... and drop the gated frames before a window's first and after its last loud frame (where the VAD cut it)
+    audio_trim_quiet_edges: bool = False
     # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
     # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
     audio_pool: AudioPool = "last"

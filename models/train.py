@@ -83,6 +83,9 @@ class TrainOptions:
     # train batches of rows of similar text length, from pools of this many batches (LengthBucketBatches); with
     # trim_padding a batch then computes little padding (epochs ~30 % shorter on the voices build); None: MMSA's shuffle
     length_buckets: int | None = None
+    # each train row's audio starts 0..audio_step_frames-1 frames later, drawn anew per batch (shifted_audio): the
+    # audio stage averages fixed blocks of frames, and without it a model reads where its blocks fall
+    audio_step_phases: bool = False
 
 
 class LengthBucketBatches(Sampler[list[int]]):
@@ -241,6 +244,9 @@ class Trainer:
 
     def _forward_train(self, model: SelfMM, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         inputs = model_inputs(batch, self.device, trim=self.options.trim_padding)
+        steps = model.audio_steps.step_frames if model.audio_steps is not None else 1
+        if self.options.audio_step_phases and steps > 1:
+            inputs["audio"], inputs["audio_lengths"] = shifted_audio(inputs["audio"], inputs["audio_lengths"], steps)
         if not self.config.text_from_labelled_rows:
             return model(**inputs)
         labelled = batch["text_labelled"].view(-1, 1).to(self.device)
@@ -276,6 +282,17 @@ class Trainer:
         results = task_metrics(out["pred"], out["true"], task=self.config.task, dataset=self.config.dataset)
         results["Loss"] = round(out["loss"], 4)
         return results
+
+
+def shifted_audio(audio: torch.Tensor, lengths: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of `audio` [B, T, D] without its first r frames (r uniform in 0..steps-1, drawn from torch's RNG,
+    at most length-1), moved to the front; the lengths shortened by r. The frames freed at the end are padding."""
+    shift = torch.minimum(torch.randint(0, steps, lengths.shape, device=audio.device), (lengths - 1).clamp(min=0))
+    frames = audio.shape[1]
+    index = (torch.arange(frames, device=audio.device)[None, :] + shift[:, None]).clamp(max=frames - 1)
+    moved = audio.gather(1, index[..., None].expand(-1, -1, audio.shape[2]))
+    kept = torch.arange(frames, device=audio.device)[None, :] < (lengths - shift)[:, None]
+    return moved * kept[..., None].to(audio.dtype), lengths - shift
 
 
 def load_best(model: ModelT, result: FitResult) -> ModelT:

@@ -367,3 +367,24 @@ def test_a_card_with_the_quiet_gate_gets_its_quiet_frames_as_one_row(speaker_bun
     prepared, before = gated.prepare(features).audio, plain.prepare(features).audio
     np.testing.assert_array_equal(prepared[~quiet], before[~quiet])
     assert (prepared[quiet, 1:] == 0).all() and (prepared[quiet, 0] == QUIET_LEVEL_BELS).all()
+
+
+def test_a_card_that_trims_quiet_edges_scores_a_window_wherever_the_vad_cut_it(
+    speaker_bundle: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "trimmed"
+    _with_reference(speaker_bundle, copy, quiet_gate=True, trim_quiet_edges=True)
+    trimmed = ModelBundle.load(copy, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    features = replace(make_features(3), audio_reference=np.ones(AUDIO_DIM, np.float32))
+    pause = np.zeros((1, AUDIO_DIM), np.float32)
+    pause[0, 0] = FLOOR_BELS - 3.0  # unvoiced and quiet: what the VAD's padding holds
+    later = replace(features, audio=np.concatenate([np.repeat(pause, 6, axis=0), features.audio,
+                                                    np.repeat(pause, 9, axis=0)]))
+    prepared, moved = trimmed.prepare(features).audio, trimmed.prepare(later).audio
+    np.testing.assert_array_equal(prepared, moved)
+    loud = np.flatnonzero(loud_frames(features.audio))
+    assert len(prepared) == loud[-1] - loud[0] + 1 < len(later.audio)
+    outputs = [trimmed.run(pad_batch([trimmed.prepare(f)]))["M"][0] for f in (features, later)]
+    assert outputs[0] == outputs[1]
+    untrimmed = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
+    assert len(untrimmed.prepare(later).audio) == len(later.audio)  # a card without the trim reads every frame

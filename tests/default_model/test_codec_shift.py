@@ -7,8 +7,8 @@ at most 0.79 (mean 0.48); 3.2.0 (the same rows, features of the agent's windows)
 3.3.0 (relative to the speaker's running reference, one per recording as the agent keeps one per participant) by
 at most 1.36 (mean 0.64); 3.4.0 (a reference that counts only frames near the window's loudest, never the hum) by
 at most 0.57; 3.6.0 (also the pitch relative to the speaker, on counted frames only) by at most 1.33; 3.7.0 (quiet
-frames gated to one row) by at most 0.21. The bounds sit between 3.0.0 and the later candidates, at least 0.25
-from each.
+frames gated to one row) by at most 0.21; 3.10.0 (also a window's gated edges dropped) by at most 0.22. The
+bounds sit between 3.0.0 and the later candidates, at least 0.25 from each.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from bench.cremad_anchors import clip_samples
 from bench.cremad_replay import ablation_audio, score_ablated, task_score, with_audio
 from bench.default_model import Pipeline
 from core.features import FeatureExtractor, FeatureSpec
-from core.speaker_reference import centred, own_reference
+from core.speaker_reference import centred, own_reference, without_quiet_edges
 from core.types import Features
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from default_model.dataset import transcript_of, window_of
@@ -45,7 +45,8 @@ def test_with_audio_changes_the_audio_only(bundle: ModelBundle, features: list[F
     assert recipe is not None
 
     def fed(audio: np.ndarray) -> np.ndarray:
-        return centred(audio, own_reference(audio), recipe.columns, quiet_gate=recipe.quiet_gate)
+        gated = centred(audio, own_reference(audio), recipe.columns, quiet_gate=recipe.quiet_gate)
+        return without_quiet_edges(gated) if recipe.trim_quiet_edges else gated
 
     assert ablation.audio.shape == (51, int(bundle.card.input_info("audio").shape[-1]))  # 1 s at 50 frames/s
     for original in features:

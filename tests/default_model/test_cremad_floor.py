@@ -17,7 +17,12 @@ from bench.cremad_metrics import clip_score, pearson_or_zero
 from bench.cremad_replay import replay_clips, replay_settings
 from core.card import ModelCard
 from core.speaker_reference import LOUDEST_WITHIN_BELS
-from default_model.build import AUDIO_QUIET_GATE, AUDIO_SPEAKER_COLUMNS, VOICES_MODEL_VERSION
+from default_model.build import (
+    AUDIO_QUIET_GATE,
+    AUDIO_SPEAKER_COLUMNS,
+    AUDIO_TRIM_QUIET_EDGES,
+    VOICES_MODEL_VERSION,
+)
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from models.adapters.crema_d import voice_valence
 
@@ -68,6 +73,8 @@ def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_b
     # the agent gates quiet frames as the card says it was trained, and the card's prose says so too
     assert card.audio_reference.quiet_gate == AUDIO_QUIET_GATE
     assert ("one fixed row" in training["deviation"]) == AUDIO_QUIET_GATE
+    assert card.audio_reference.trim_quiet_edges == AUDIO_TRIM_QUIET_EDGES
+    assert ("its last loud frame are dropped" in training["deviation"]) == AUDIO_TRIM_QUIET_EDGES
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
     # a candidate says why it is not the default: the aims it missed or the live tests it fails, which it names

@@ -13,10 +13,12 @@ from agent.bundle import ModelBundle
 from core.audio_columns import LEVEL_COLUMN
 from core.card import ModelCard
 from core.features import FeatureExtractor, FeatureSpec
-from core.speaker_reference import FLOOR_BELS, FRAMES, own_reference
+from core.speaker_reference import FLOOR_BELS, FRAMES, own_reference, quiet_rows
 from core.types import Transcript
 from default_model.build import (
+    AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
+    AUDIO_TRIM_QUIET_EDGES,
     TEXT_FROM_RATED_SENTENCES,
     VOICES_MODEL_VERSION,
     BuildOptions,
@@ -40,6 +42,8 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert card.model_version == VOICES_MODEL_VERSION
     assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
     assert (card.audio_reference.floor_bels, card.audio_reference.frames) == (FLOOR_BELS, FRAMES)
+    assert card.audio_reference.quiet_gate == AUDIO_QUIET_GATE
+    assert card.audio_reference.trim_quiet_edges == AUDIO_TRIM_QUIET_EDGES
     assert "speaker_reference" in card.training["voices"] and "speaker's own voice" in card.training["deviation"]
     # the voices' twelve neutral sentences are marked as text that carries no label; the card says whether the
     # build let them train the text branch (models.config.text_from_labelled_rows)
@@ -49,6 +53,10 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     is_voice = np.asarray([key.startswith(f"{VOICE_ID_PREFIX}$_$") for key in train.ids])
     assert is_voice.any() and (~is_voice).any()
     assert train.text_labelled is not None and train.text_labelled.tolist() == (~is_voice).tolist()
+    if AUDIO_TRIM_QUIET_EDGES:  # every voice row runs from its first to its last loud frame, as the agent serves it
+        for row in np.flatnonzero(is_voice):
+            quiet = quiet_rows(train.audio[row, : int(train.audio_lengths[row])])
+            assert not quiet[0] and not quiet[-1], train.ids[row]
 
     spec = FeatureSpec.from_dict(card.feature_spec)
     bundle = ModelBundle.load(tmp_path / "bundle", spec.to_dict(), providers=["CPUExecutionProvider"])

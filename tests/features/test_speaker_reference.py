@@ -19,7 +19,9 @@ from core.speaker_reference import (
     centred,
     counted_frames,
     own_reference,
+    quiet_rows,
     reference_over,
+    without_quiet_edges,
 )
 from core.types import Features, StreamId, Transcript, Window
 
@@ -165,3 +167,27 @@ def test_the_quiet_gate_gives_every_quiet_frame_one_row_whatever_the_room() -> N
     recipe = ReferenceRecipe.of(columns, quiet_gate=True)
     assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe and recipe.differences() == []
     assert not ReferenceRecipe.from_dict({"columns": [0], "floor_bels": FLOOR_BELS, "frames": FRAMES}).quiet_gate
+
+
+def test_trimming_quiet_edges_makes_the_window_start_and_end_not_matter() -> None:
+    # the same words cut by the VAD 0.1 s earlier and later (as a call's codec moves it): one model input
+    voice = np.concatenate([frames(4, -1.0, 2.5), frames(2, -6.0, 0.0, voiced=False), frames(3, -1.2, 1.5)])
+    columns = (LEVEL_COLUMN, PITCH_COLUMN, 20)
+    reference = own_reference(voice)
+    cut = [np.concatenate([frames(lead, -5.0, 0.3, voiced=False), voice, frames(tail, -4.5, 0.2)])
+           for lead, tail in ((0, 0), (5, 2), (11, 7))]
+    gated = [centred(c, reference, columns, quiet_gate=True) for c in cut]
+    assert len({len(g) for g in gated}) == 3  # without the trim the LSTM reads 9, 16 and 27 steps
+    trimmed = [without_quiet_edges(g) for g in gated]
+    for t in trimmed:
+        np.testing.assert_array_equal(t, trimmed[0])
+    assert len(trimmed[0]) == 9 and quiet_rows(trimmed[0]).tolist() == [False] * 4 + [True] * 2 + [False] * 3
+    silence = centred(frames(5, -6.0, 0.0, voiced=False), reference, columns, quiet_gate=True)
+    np.testing.assert_array_equal(without_quiet_edges(silence), silence)  # nothing loud: nothing to cut to
+
+
+def test_a_trim_without_the_gate_is_refused() -> None:
+    recipe = ReferenceRecipe.of((LEVEL_COLUMN,), quiet_gate=True, trim_quiet_edges=True)
+    assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe
+    with pytest.raises(ValueError, match="trim_quiet_edges needs quiet_gate"):
+        ReferenceRecipe.from_dict({**dataclasses.asdict(recipe), "quiet_gate": False})

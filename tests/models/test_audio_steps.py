@@ -10,6 +10,7 @@ import torch
 from models.config import SelfMMConfig
 from models.errors import ModelConfigError
 from models.selfmm import AudioSteps, SelfMM
+from models.train import shifted_audio
 
 
 def _config(encoder: Path, **overrides: object) -> SelfMMConfig:
@@ -126,3 +127,23 @@ def test_mean_pooling_reads_every_valid_state_and_no_padding(tiny_bert_dir: Path
 def test_an_unknown_audio_summary_is_refused(tiny_bert_dir: Path) -> None:
     with pytest.raises(ModelConfigError, match="audio_pool must be one of last, mean, got 'max'"):
         _config(tiny_bert_dir, audio_pool="max")
+
+
+def test_shifted_audio_drops_up_to_a_step_of_leading_frames_per_row() -> None:
+    torch.manual_seed(0)
+    frames = torch.arange(1, 11, dtype=torch.float32)
+    audio = torch.stack([frames, frames, frames])[..., None].repeat(1, 1, 2)  # [3, 10, 2], frame i holds i + 1
+    lengths = torch.tensor([10, 7, 1])
+    audio[1, 7:] = 0.0
+    audio[2, 1:] = 0.0
+    seen: set[int] = set()
+    for _ in range(40):
+        moved, shorter = shifted_audio(audio, lengths, steps=4)
+        shift = lengths - shorter
+        assert ((0 <= shift) & (shift <= 3)).all() and shorter[2] == 1  # a one-frame row keeps its frame
+        for row in range(3):
+            n, r = int(shorter[row]), int(shift[row])
+            assert torch.equal(moved[row, :n], audio[row, r: r + n]) and not moved[row, n:].any()
+        seen.update(shift[:2].tolist())
+    assert seen == {0, 1, 2, 3}  # every phase of a 4-frame step is drawn
+    assert torch.equal(shifted_audio(audio, lengths, steps=1)[0], audio)
