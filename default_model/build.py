@@ -93,8 +93,9 @@ AUDIO_QUIET_GATE = True
 # the gated frames before a window's first and after its last loud frame are dropped: where the VAD cuts a window
 # moves with the codec, and 3.7.0's A moved by up to 1 with a 0.1 s earlier start (docs/selfmm.md §2.7)
 AUDIO_TRIM_QUIET_EDGES = True
-# each train row's audio starts 0-7 frames later, drawn per batch (models.train.shifted_audio): the LSTM reads
-# the mean of each 8 frames, and which 8 they are moved 3.7.0's A by up to 0.4 (docs/selfmm.md section 2.7)
+# True: each train row's audio starts 0-7 frames later, drawn per batch (models.train.shifted_audio), since the LSTM
+# reads the mean of each 8 frames and which 8 they are moved 3.7.0's A (by 0.89 on average on GRID's windows). Off:
+# 3.9.0, built with it, lost CREMA-D r (gold text 0.517) and stayed as sensitive (docs/selfmm.md section 2.7)
 AUDIO_STEP_PHASES = False
 # True: the voices' rows train neither the text encoder nor the text head (models.config.text_from_labelled_rows;
 # their twelve neutral sentences carry labels only the voice explains). Off: 3.8.0, built with it on, raised the
