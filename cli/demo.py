@@ -107,7 +107,8 @@ def demo(settings: Settings) -> int:
     if not any(scores.values()):
         print("no scores arrived on Kafka")
         return 1
-    first = next(m["scores"][0] for messages in scores.values() for m in messages if m.get("scores"))
+    scored = (m["scores"][0] for messages in scores.values() for m in messages if m.get("scores"))
+    first: dict[str, Any] = next(scored, {})  # every window shed: the header without a model
     print(f"\nscores read back from topic {configured.kafka.topics.scores} (model {first.get('model_id', '?')} "
           f"{first.get('model_version', '')}; M = multimodal score in [{first.get('label_min', '?')}, "
           f"{first.get('label_max', '?')}], T/A/V = unimodal heads):")

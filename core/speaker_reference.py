@@ -185,9 +185,9 @@ def quiet_rows(audio: np.ndarray) -> np.ndarray:
 
 def without_quiet_edges(audio: np.ndarray) -> np.ndarray:
     """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame; unchanged when no
-    frame is loud. Where the VAD opens and closes a window moves with the codec by a few frames (seen: 0.22 s),
-    and the audio LSTM, driven by the gate's constant row, does not forget how many it read: GRID's replay and call
-    differed by 1.07 in A through that alone (docs/selfmm.md §2.7). The pauses inside a window are kept."""
+    frame is loud. Where the VAD opens and closes a window moves with the codec (seen: 0.22 s), and a graph that
+    averages fixed blocks of frames reads where its blocks fall: a GRID clip's A was 1.07 apart between its call and
+    its file through that alone (docs/selfmm.md §2.7). The pauses inside a window are kept."""
     loud = np.flatnonzero(~quiet_rows(audio))
     if len(loud) == 0:
         return audio
