@@ -60,6 +60,9 @@ class FeatureSpec:
     vision_version: int = features_vision.VISION_VERSION
     vision_dim: int = features_vision.VISION_DIM
     text_tokenizer: str = "tokenizers:" + features_text.TOKENIZER_FILE
+    # the rule applied to a transcript before its tokenizer (core/features_text.py); "none" is left out of to_dict,
+    # so the cards of models trained before the rule existed are the spec they always were
+    text_normaliser: str = features_text.NO_NORMALISER
 
     @classmethod
     def for_tokenizer(
@@ -68,24 +71,33 @@ class FeatureSpec:
         *,
         text_max_length: int = DEFAULT_TEXT_MAX_LENGTH,
         vision_fps: float = DEFAULT_VISION_FPS,
+        text_normaliser: str = features_text.NO_NORMALISER,
     ) -> FeatureSpec:
         """The spec this code computes with the tokenizer in ``tokenizer_dir``."""
         return cls(
             tokenizer_sha256=features_text.tokenizer_sha256(tokenizer_dir),
             text_max_length=text_max_length,
             vision_fps=float(vision_fps),
+            text_normaliser=text_normaliser,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["text_normaliser"] == features_text.NO_NORMALISER:
+            del data["text_normaliser"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(names - set(data) - {"text_normaliser"})
         if unknown or missing:
             raise ModelError(f"feature spec: unknown keys {unknown}, missing keys {missing}")
+        normaliser = data.get("text_normaliser", features_text.NO_NORMALISER)
+        if normaliser not in features_text.TEXT_NORMALISERS:
+            raise ModelError(f"feature spec: text_normaliser {normaliser!r} is not one this agent applies "
+                             f"({', '.join(features_text.TEXT_NORMALISERS)}): a newer agent's model")
         values = dict(data)
         for name in ("vision_fps", "audio_frame_rate_hz"):
             values[name] = float(values[name])
@@ -105,6 +117,7 @@ class FeatureSpec:
             tokenizer_sha256=self.tokenizer_sha256,
             text_max_length=self.text_max_length,
             vision_fps=self.vision_fps,
+            text_normaliser=self.text_normaliser,
         )
 
 
@@ -129,7 +142,7 @@ class FeatureExtractor:
                 + "; ".join(problems)
             )
         self.spec = spec
-        self._tokenizer = features_text.TextTokenizer(tokenizer_dir, spec.text_max_length)
+        self._tokenizer = features_text.TextTokenizer(tokenizer_dir, spec.text_max_length, spec.text_normaliser)
         self._faces = FaceMeshDescriber() if use_vision else None
         features_audio.warm_up()
 
