@@ -186,7 +186,7 @@ class ModelBundle:
                 audio = centred(audio, np.asarray(reference, np.float32), recipe.columns,
                                 quiet_gate=recipe.quiet_gate)
                 if recipe.trim_quiet_edges:
-                    audio = without_quiet_edges(audio)
+                    audio = without_quiet_edges(audio, recipe.quiet_edge_rows)
         vision = self._neutral.get("vision")
         if vision is None:
             vision = _frames(features.vision, self._vision_dim, "vision")

@@ -49,12 +49,16 @@ class ReferenceRecipe:
     counted_only: tuple[int, ...] = ()  # of `columns`, those read on counted frames only (0 on the others)
     quiet_gate: bool = False  # frames not within loudest_within_bels of the window's loudest become one fixed row
     trim_quiet_edges: bool = False  # the gated frames before the first and after the last loud one are dropped
+    quiet_edge_rows: int = 0  # ... all but this many next to the speech, at each edge (`without_quiet_edges`)
 
     @classmethod
-    def of(cls, columns: Sequence[int], *, quiet_gate: bool = False, trim_quiet_edges: bool = False) -> ReferenceRecipe:
+    def of(
+        cls, columns: Sequence[int], *, quiet_gate: bool = False, trim_quiet_edges: bool = False,
+        quiet_edge_rows: int = 0,
+    ) -> ReferenceRecipe:
         """The recipe this agent applies to `columns`."""
         return cls(tuple(columns), counted_only=tuple(c for c in columns if c in COUNTED_ONLY_COLUMNS),
-                   quiet_gate=quiet_gate, trim_quiet_edges=trim_quiet_edges)
+                   quiet_gate=quiet_gate, trim_quiet_edges=trim_quiet_edges, quiet_edge_rows=quiet_edge_rows)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceRecipe:
@@ -67,9 +71,12 @@ class ReferenceRecipe:
         within = data.get("loudest_within_bels")
         recipe = cls(tuple(int(c) for c in columns), float(data["floor_bels"]), int(data["frames"]),
                      None if within is None else float(within), tuple(int(c) for c in data.get("counted_only", ())),
-                     bool(data.get("quiet_gate", False)), bool(data.get("trim_quiet_edges", False)))
+                     bool(data.get("quiet_gate", False)), bool(data.get("trim_quiet_edges", False)),
+                     int(data.get("quiet_edge_rows", 0)))
         if recipe.trim_quiet_edges and not recipe.quiet_gate:
             raise ValueError("audio_reference.trim_quiet_edges needs quiet_gate: the edges trimmed are gated frames")
+        if recipe.quiet_edge_rows < 0 or (recipe.quiet_edge_rows and not recipe.trim_quiet_edges):
+            raise ValueError("audio_reference.quiet_edge_rows must be >= 0, and is read only with trim_quiet_edges")
         return recipe
 
     def differences(self) -> list[str]:
@@ -183,15 +190,17 @@ def quiet_rows(audio: np.ndarray) -> np.ndarray:
     return (audio[:, LEVEL_COLUMN] == np.float32(QUIET_LEVEL_BELS)) & ~audio[:, others].any(axis=1)
 
 
-def without_quiet_edges(audio: np.ndarray) -> np.ndarray:
-    """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame; unchanged when no
-    frame is loud. Where the VAD opens and closes a window moves with the codec (seen: 0.22 s), and a graph that
-    averages fixed blocks of frames reads where its blocks fall: a GRID clip's A was 1.07 apart between its call and
-    its file through that alone (docs/selfmm.md §2.7). The pauses inside a window are kept."""
+def without_quiet_edges(audio: np.ndarray, keep: int = 0) -> np.ndarray:
+    """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame, with at most `keep`
+    gated rows before and after; unchanged when no frame is loud. Where the VAD opens and closes a window moves
+    with the codec (seen: 0.22 s), and a graph that averages fixed blocks of frames reads where its blocks fall: a
+    GRID clip's A was 1.07 apart between its call and its file through that alone (docs/selfmm.md §2.7). A window
+    cut with at least `keep` gated rows at an edge (the VAD pads speech by 10 frames) gives the same rows wherever
+    it was cut. The pauses inside a window are kept."""
     loud = np.flatnonzero(~quiet_rows(audio))
     if len(loud) == 0:
         return audio
-    return audio[loud[0]: loud[-1] + 1]
+    return audio[max(0, loud[0] - keep): loud[-1] + 1 + keep]
 
 
 class SpeakerReferences:

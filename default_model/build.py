@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.11.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.12.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -94,6 +94,10 @@ AUDIO_QUIET_GATE = True
 # the gated frames before a window's first and after its last loud frame are dropped: where the VAD cuts a window
 # moves with the codec, and 3.7.0's A moved by up to 1 with a 0.1 s earlier start (docs/selfmm.md §2.7)
 AUDIO_TRIM_QUIET_EDGES = True
+# ... all but the 8 gated rows next to the speech at each edge (one LSTM step; the VAD pads speech by 10 frames,
+# so a window it cut keeps the same 8 wherever it opened): 3.10.0, trimmed to the loud frames, lost CREMA-D replay
+# r(M) 0.569 -> 0.533 against 3.7.0, untrimmed (docs/selfmm.md section 2.7)
+AUDIO_QUIET_EDGE_ROWS = 8
 # True: each train row's audio starts 0-7 frames later, drawn per batch (models.train.shifted_audio), since the LSTM
 # reads the mean of each 8 frames and which 8 they are moved 3.7.0's A (by 0.89 on average on GRID's windows). Off:
 # 3.9.0, built with it, lost CREMA-D r (gold text 0.517) and stayed as sensitive (docs/selfmm.md section 2.7)
@@ -103,10 +107,9 @@ AUDIO_STEP_PHASES = False
 # CREMA-D replay's r(M) 0.569 -> 0.592 but lowered the rated sentences (Amazon's gold text 0.835 -> 0.822, spoken
 # 0.736 -> 0.726) and moved the neutral readings' mean from -0.15 to -0.45 (docs/selfmm.md section 4.5)
 TEXT_FROM_RATED_SENTENCES = False
-# CREMA-D train rows per clip and epoch: the voices' weight beside ~19k sentences. 6 from 3.11.0 (two per codec);
-# 4 until 3.10.0, whose replay r(M) 0.533 fell short of 0.55, and the stand-in of docs/selfmm.md section 4.4 gained
-# r(A) +0.05/+0.08 from 2 to 4 rows per clip
-VOICE_REPEAT = 6
+# CREMA-D train rows per clip and epoch: the voices' weight beside ~19k sentences. 3.11.0 tried 6 (two per codec):
+# its build's CREMA-D gold-text r(M) / r(A) fell to 0.532 / 0.515 from 3.10.0's 0.552 / 0.530, in 44 min warm
+VOICE_REPEAT = 4
 VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the actor's emotion (joined_voices)
 # a clip's train rows per epoch come decoded from the file (2), through a call's Opus VOIP (1, core.call_codec)
 # and with a room's hum and noise added (1, default_model/room_hum.py): 3.0.0 heard only the quiet files, and
@@ -225,13 +228,14 @@ def _train(options: BuildOptions, pickle_path: Path, spec_dims: tuple[int, int])
                  "a_lstm_hidden_size": AUDIO_HIDDEN, "audio_out": AUDIO_OUT, "post_audio_dim": AUDIO_OUT,
                  "ulgm_keep_human_labels": True, "audio_speaker_columns": AUDIO_SPEAKER_COLUMNS,
                  "audio_pool": AUDIO_POOL, "audio_quiet_gate": AUDIO_QUIET_GATE,
-                 "audio_trim_quiet_edges": AUDIO_TRIM_QUIET_EDGES,
+                 "audio_trim_quiet_edges": AUDIO_TRIM_QUIET_EDGES, "audio_quiet_edge_rows": AUDIO_QUIET_EDGE_ROWS,
                  "text_from_labelled_rows": TEXT_FROM_RATED_SENTENCES}
     config = SelfMMConfig.preset("mosi", audio_dim=spec_dims[0], vision_dim=spec_dims[1], task="sentiment",
                                  use_finetune=True, finetune_top_layers=FINETUNE_TOP_LAYERS, **audio)
     for split in data.values():  # the sentences: each its own call (the voices were centred on their actor)
         centre_on_own_voice(split, config.audio_speaker_columns, skip_prefix=f"{VOICE_ID_PREFIX}$_$",
-                            quiet_gate=config.audio_quiet_gate, trim_quiet_edges=config.audio_trim_quiet_edges)
+                            quiet_gate=config.audio_quiet_gate, trim_quiet_edges=config.audio_trim_quiet_edges,
+                            quiet_edge_rows=config.audio_quiet_edge_rows)
     setup_seed(options.seed)
     model = SelfMM(config)
     if model.audio_steps is not None:  # the statistics of what the LSTM stage reads: after centring
@@ -262,10 +266,11 @@ def centred_audio(steps: AudioSteps, audio: np.ndarray, lengths: np.ndarray, chu
 
 
 def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_prefix: str,
-                        quiet_gate: bool = False, trim_quiet_edges: bool = False) -> None:
+                        quiet_gate: bool = False, trim_quiet_edges: bool = False, quiet_edge_rows: int = 0) -> None:
     """In place: every row whose id does not start with `skip_prefix`, relative to its own reference (what the
     agent takes for a speaker's first window: core.speaker_reference.own_reference); with `trim_quiet_edges`, from
-    its first to its last loud frame (the rest zero padding, its length shortened)."""
+    its first to its last loud frame with up to `quiet_edge_rows` gated rows around (the rest zero padding, its
+    length shortened)."""
     if not columns:
         return
     for i, key in enumerate(split.ids):
@@ -273,7 +278,7 @@ def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_pref
             n = int(split.audio_lengths[i])
             row = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns, quiet_gate=quiet_gate)
             if trim_quiet_edges:
-                row = without_quiet_edges(row)
+                row = without_quiet_edges(row, quiet_edge_rows)
             split.audio[i, :n] = 0.0
             split.audio[i, :len(row)] = row
             split.audio_lengths[i] = len(row)
@@ -315,7 +320,7 @@ def _voices(options: BuildOptions, extractor: FeatureExtractor) -> dict[Any, lis
         if index == 0:
             by_split["valid"] = [s for s in samples if s.clip.split == "valid"]
     if AUDIO_TRIM_QUIET_EDGES:  # after joining: the pauses between joined clips stay, as inside a call's window
-        by_split = {split: [replace(s, audio=without_quiet_edges(s.audio)) for s in rows]
+        by_split = {split: [replace(s, audio=without_quiet_edges(s.audio, AUDIO_QUIET_EDGE_ROWS)) for s in rows]
                     for split, rows in by_split.items()}
     return {split: rows for split, rows in by_split.items() if rows}
 
@@ -422,7 +427,8 @@ def _facts(
                                  "voiced frames is replaced by one fixed row, so that a pause carries its length but "
                                  "not the room's or the codec's sound; " if AUDIO_QUIET_GATE else "") + (
                                  "the gated frames before a window's first and after its last loud frame are "
-                                 "dropped, so where the VAD cut the window does not reach the model; "
+                                 f"dropped but for the {AUDIO_QUIET_EDGE_ROWS} next to the speech, so where the VAD "
+                                 "cut the window does not reach the model; "
                                  if AUDIO_TRIM_QUIET_EDGES else "") + (
                                  "each train row's audio starts 0 to 7 frames later, drawn per batch, so that the "
                                  "8-frame steps fall anywhere on the speech; " if AUDIO_STEP_PHASES else "") +

@@ -138,7 +138,8 @@ def speaker_recipe(config: ModelConfig) -> ReferenceRecipe | None:
     if not columns:
         return None
     return ReferenceRecipe.of(columns, quiet_gate=bool(getattr(config, "audio_quiet_gate", False)),
-                              trim_quiet_edges=bool(getattr(config, "audio_trim_quiet_edges", False)))
+                              trim_quiet_edges=bool(getattr(config, "audio_trim_quiet_edges", False)),
+                              quiet_edge_rows=int(getattr(config, "audio_quiet_edge_rows", 0)))
 
 
 def default_model_id(config: ModelConfig) -> str:
