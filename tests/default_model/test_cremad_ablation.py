@@ -46,7 +46,7 @@ def test_with_audio_changes_the_audio_only(bundle: ModelBundle, features: list[F
 
     def fed(audio: np.ndarray) -> np.ndarray:
         gated = centred(audio, own_reference(audio), recipe.columns, quiet_gate=recipe.quiet_gate)
-        return without_quiet_edges(gated) if recipe.trim_quiet_edges else gated
+        return without_quiet_edges(gated, recipe.quiet_edge_rows) if recipe.trim_quiet_edges else gated
 
     assert ablation.audio.shape == (51, int(bundle.card.input_info("audio").shape[-1]))  # 1 s at 50 frames/s
     for original in features:

@@ -184,6 +184,25 @@ def test_trimming_quiet_edges_makes_the_window_start_and_end_not_matter() -> Non
     assert len(trimmed[0]) == 9 and quiet_rows(trimmed[0]).tolist() == [False] * 4 + [True] * 2 + [False] * 3
     silence = centred(frames(5, -6.0, 0.0, voiced=False), reference, columns, quiet_gate=True)
     np.testing.assert_array_equal(without_quiet_edges(silence), silence)  # nothing loud: nothing to cut to
+    np.testing.assert_array_equal(without_quiet_edges(silence, 3), silence)
+
+
+def test_a_trim_that_keeps_edge_rows_gives_one_input_wherever_a_cut_leaves_that_many() -> None:
+    voice = np.concatenate([frames(4, -1.0, 2.5), frames(2, -6.0, 0.0, voiced=False), frames(3, -1.2, 1.5)])
+    columns = (LEVEL_COLUMN, PITCH_COLUMN, 20)
+    reference = own_reference(voice)
+
+    def kept(lead: int, tail: int, keep: int) -> np.ndarray:
+        cut = np.concatenate([frames(lead, -5.0, 0.3, voiced=False), voice, frames(tail, -4.5, 0.2)])
+        return without_quiet_edges(centred(cut, reference, columns, quiet_gate=True), keep)
+
+    wide = [kept(lead, tail, 3) for lead, tail in ((3, 3), (5, 4), (11, 7))]
+    for k in wide:
+        np.testing.assert_array_equal(k, wide[0])
+    assert quiet_rows(wide[0]).tolist() == [True] * 3 + [False] * 4 + [True] * 2 + [False] * 3 + [True] * 3
+    # a cut that left fewer keeps those it has, and the speech is never cut into
+    assert quiet_rows(kept(1, 0, 3)).tolist() == [True] + [False] * 4 + [True] * 2 + [False] * 3
+    np.testing.assert_array_equal(kept(0, 0, 0), kept(11, 7, 0))
 
 
 def test_a_trim_without_the_gate_is_refused() -> None:
@@ -191,3 +210,8 @@ def test_a_trim_without_the_gate_is_refused() -> None:
     assert ReferenceRecipe.from_dict(dataclasses.asdict(recipe)) == recipe
     with pytest.raises(ValueError, match="trim_quiet_edges needs quiet_gate"):
         ReferenceRecipe.from_dict({**dataclasses.asdict(recipe), "quiet_gate": False})
+    kept = ReferenceRecipe.of((LEVEL_COLUMN,), quiet_gate=True, trim_quiet_edges=True, quiet_edge_rows=8)
+    assert ReferenceRecipe.from_dict(dataclasses.asdict(kept)) == kept and kept.differences() == []
+    for bad in ({"quiet_edge_rows": -1}, {"quiet_edge_rows": 8, "trim_quiet_edges": False}):
+        with pytest.raises(ValueError, match="quiet_edge_rows must be >= 0, and is read only with trim_quiet_edges"):
+            ReferenceRecipe.from_dict({**dataclasses.asdict(kept), **bad})
