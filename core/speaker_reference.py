@@ -49,7 +49,7 @@ class ReferenceRecipe:
     counted_only: tuple[int, ...] = ()  # of `columns`, those read on counted frames only (0 on the others)
     quiet_gate: bool = False  # frames not within loudest_within_bels of the window's loudest become one fixed row
     trim_quiet_edges: bool = False  # the gated frames before the first and after the last loud one are dropped
-    quiet_edge_rows: int = 0  # ... all but this many next to the speech, at each edge (`without_quiet_edges`)
+    quiet_edge_rows: int = 0  # ... and this many gated rows put back at each edge (`without_quiet_edges`)
 
     @classmethod
     def of(
@@ -191,16 +191,21 @@ def quiet_rows(audio: np.ndarray) -> np.ndarray:
 
 
 def without_quiet_edges(audio: np.ndarray, keep: int = 0) -> np.ndarray:
-    """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame, with at most `keep`
-    gated rows before and after; unchanged when no frame is loud. Where the VAD opens and closes a window moves
-    with the codec (seen: 0.22 s), and a graph that averages fixed blocks of frames reads where its blocks fall: a
-    GRID clip's A was 1.07 apart between its call and its file through that alone (docs/selfmm.md §2.7). A window
-    cut with at least `keep` gated rows at an edge (the VAD pads speech by 10 frames) gives the same rows wherever
-    it was cut. The pauses inside a window are kept."""
+    """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame, with exactly `keep`
+    gated rows before and after (they are all one row, so as many as the cut left, or more); unchanged when no
+    frame is loud. Where the VAD opens and closes a window moves with the codec (seen: 0.22 s), and a graph that
+    averages fixed blocks of frames reads where its blocks fall: a GRID clip's A was 1.07 apart between its call and
+    its file through that alone, and 0.63 when the edges kept at most 8 rows and a call's window opened 0.1 s later
+    (docs/selfmm.md §2.7). The pauses inside a window are kept."""
     loud = np.flatnonzero(~quiet_rows(audio))
     if len(loud) == 0:
         return audio
-    return audio[max(0, loud[0] - keep): loud[-1] + 1 + keep]
+    speech = audio[loud[0]: loud[-1] + 1]
+    if keep <= 0:
+        return speech
+    edge = np.zeros((keep, audio.shape[1]), dtype=audio.dtype)
+    edge[:, LEVEL_COLUMN] = QUIET_LEVEL_BELS
+    return np.concatenate([edge, speech, edge])
 
 
 class SpeakerReferences:

@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.12.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.13.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -94,9 +94,10 @@ AUDIO_QUIET_GATE = True
 # the gated frames before a window's first and after its last loud frame are dropped: where the VAD cuts a window
 # moves with the codec, and 3.7.0's A moved by up to 1 with a 0.1 s earlier start (docs/selfmm.md §2.7)
 AUDIO_TRIM_QUIET_EDGES = True
-# ... all but the 8 gated rows next to the speech at each edge (one LSTM step; the VAD pads speech by 10 frames,
-# so a window it cut keeps the same 8 wherever it opened): 3.10.0, trimmed to the loud frames, lost CREMA-D replay
-# r(M) 0.569 -> 0.533 against 3.7.0, untrimmed (docs/selfmm.md section 2.7)
+# ... and exactly 8 gated rows (one LSTM step) put back at each edge, however many the cut left: 3.10.0, trimmed to
+# the loud frames, lost CREMA-D replay r(M) 0.569 -> 0.533 against 3.7.0, untrimmed; 3.12.0 kept at most 8 of the
+# cut's own and regained it (0.554), but a call's window opened 0.1 s later than its file's, left fewer, and moved A
+# by 0.63 (docs/selfmm.md section 2.7)
 AUDIO_QUIET_EDGE_ROWS = 8
 # True: each train row's audio starts 0-7 frames later, drawn per batch (models.train.shifted_audio), since the LSTM
 # reads the mean of each 8 frames and which 8 they are moved 3.7.0's A (by 0.89 on average on GRID's windows). Off:
@@ -269,7 +270,7 @@ def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_pref
                         quiet_gate: bool = False, trim_quiet_edges: bool = False, quiet_edge_rows: int = 0) -> None:
     """In place: every row whose id does not start with `skip_prefix`, relative to its own reference (what the
     agent takes for a speaker's first window: core.speaker_reference.own_reference); with `trim_quiet_edges`, from
-    its first to its last loud frame with up to `quiet_edge_rows` gated rows around (the rest zero padding, its
+    its first to its last loud frame with exactly `quiet_edge_rows` gated rows around (the rest zero padding, its
     length shortened)."""
     if not columns:
         return
@@ -277,8 +278,8 @@ def centre_on_own_voice(split: MMSASplit, columns: tuple[int, ...], *, skip_pref
         if not key.startswith(skip_prefix):
             n = int(split.audio_lengths[i])
             row = centred(split.audio[i, :n], own_reference(split.audio[i, :n]), columns, quiet_gate=quiet_gate)
-            if trim_quiet_edges:
-                row = without_quiet_edges(row, quiet_edge_rows)
+            if trim_quiet_edges:  # the rows put back may outgrow the split's width: a row cut at the limit
+                row = without_quiet_edges(row, quiet_edge_rows)[: split.audio.shape[1]]
             split.audio[i, :n] = 0.0
             split.audio[i, :len(row)] = row
             split.audio_lengths[i] = len(row)
@@ -427,7 +428,7 @@ def _facts(
                                  "voiced frames is replaced by one fixed row, so that a pause carries its length but "
                                  "not the room's or the codec's sound; " if AUDIO_QUIET_GATE else "") + (
                                  "the gated frames before a window's first and after its last loud frame are "
-                                 f"dropped but for the {AUDIO_QUIET_EDGE_ROWS} next to the speech, so where the VAD "
+                                 f"dropped and exactly {AUDIO_QUIET_EDGE_ROWS} put back at each edge, so where the VAD "
                                  "cut the window does not reach the model; "
                                  if AUDIO_TRIM_QUIET_EDGES else "") + (
                                  "each train row's audio starts 0 to 7 frames later, drawn per batch, so that the "

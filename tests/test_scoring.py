@@ -390,13 +390,14 @@ def test_a_card_that_trims_quiet_edges_scores_a_window_wherever_the_vad_cut_it(
     untrimmed = ModelBundle.load(speaker_bundle, tiny_feature_spec(), providers=["CPUExecutionProvider"])
     assert len(untrimmed.prepare(later).audio) == len(later.audio)  # a card without the trim reads every frame
 
-    # a card that keeps 4 gated rows at each edge: the same input for every cut that left at least 4
+    # a card that puts 4 gated rows back at each edge: the same input for every cut, 4 + the speech + 4 rows
     edged = tmp_path / "edged"
     _with_reference(speaker_bundle, edged, quiet_gate=True, trim_quiet_edges=True, quiet_edge_rows=4)
     kept = ModelBundle.load(edged, tiny_feature_spec(), providers=["CPUExecutionProvider"])
     further = replace(features, audio=np.concatenate([np.repeat(pause, 11, axis=0), features.audio,
                                                       np.repeat(pause, 5, axis=0)]))
-    inputs = [kept.prepare(f).audio for f in (later, further)]
+    inputs = [kept.prepare(f).audio for f in (features, later, further)]
     np.testing.assert_array_equal(inputs[0], inputs[1])
+    np.testing.assert_array_equal(inputs[0], inputs[2])
     assert len(inputs[0]) == len(prepared) + 8
     assert quiet_rows(inputs[0][:4]).all() and quiet_rows(inputs[0][-4:]).all()

@@ -187,7 +187,7 @@ def test_trimming_quiet_edges_makes_the_window_start_and_end_not_matter() -> Non
     np.testing.assert_array_equal(without_quiet_edges(silence, 3), silence)
 
 
-def test_a_trim_that_keeps_edge_rows_gives_one_input_wherever_a_cut_leaves_that_many() -> None:
+def test_a_trim_with_edge_rows_gives_one_input_wherever_the_cut_fell() -> None:
     voice = np.concatenate([frames(4, -1.0, 2.5), frames(2, -6.0, 0.0, voiced=False), frames(3, -1.2, 1.5)])
     columns = (LEVEL_COLUMN, PITCH_COLUMN, 20)
     reference = own_reference(voice)
@@ -196,12 +196,13 @@ def test_a_trim_that_keeps_edge_rows_gives_one_input_wherever_a_cut_leaves_that_
         cut = np.concatenate([frames(lead, -5.0, 0.3, voiced=False), voice, frames(tail, -4.5, 0.2)])
         return without_quiet_edges(centred(cut, reference, columns, quiet_gate=True), keep)
 
-    wide = [kept(lead, tail, 3) for lead, tail in ((3, 3), (5, 4), (11, 7))]
-    for k in wide:
-        np.testing.assert_array_equal(k, wide[0])
-    assert quiet_rows(wide[0]).tolist() == [True] * 3 + [False] * 4 + [True] * 2 + [False] * 3 + [True] * 3
-    # a cut that left fewer keeps those it has, and the speech is never cut into
-    assert quiet_rows(kept(1, 0, 3)).tolist() == [True] + [False] * 4 + [True] * 2 + [False] * 3
+    # as many gated rows as the cut left, fewer, or none: the same rows, exactly `keep` of them at each edge
+    edged = [kept(lead, tail, 3) for lead, tail in ((0, 0), (1, 5), (3, 3), (11, 7))]
+    for k in edged:
+        np.testing.assert_array_equal(k, edged[0])
+    assert quiet_rows(edged[0]).tolist() == [True] * 3 + [False] * 4 + [True] * 2 + [False] * 3 + [True] * 3
+    gated = centred(np.concatenate([frames(11, -5.0, 0.3, voiced=False), voice]), reference, columns, quiet_gate=True)
+    np.testing.assert_array_equal(edged[0][:3], gated[:3])  # the row put back is the gate's own row
     np.testing.assert_array_equal(kept(0, 0, 0), kept(11, 7, 0))
 
 
