@@ -40,10 +40,10 @@ def test_corpus_rows_report_the_baseline_beside_ours() -> None:
     assert "baseline_text_r" not in corpus_rows(test, ours, test, ours, [s.text for s in test])[CORPORA[0]]
 
 
-async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Path) -> None:
+async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Path) -> None:
     sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
                  RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
-    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(voices_bundle_dir)
+    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(default_bundle_dir)
     pipe.scorer.start()
     baseline.scorer.start()
     try:
@@ -57,12 +57,12 @@ async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Pat
     assert scores[0] > scores[1]
 
 
-async def test_a_baseline_that_reads_other_features_is_refused(voices_bundle_dir: Path, tmp_path: Path) -> None:
+async def test_a_baseline_that_reads_other_features_is_refused(default_bundle_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    shutil.copytree(voices_bundle_dir, other)
+    shutil.copytree(default_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     card["feature_spec"]["vision_fps"] = card["feature_spec"]["vision_fps"] / 2
     (other / "card.json").write_text(json.dumps(card))
-    args = argparse.Namespace(bundle=voices_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
+    args = argparse.Namespace(bundle=default_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
     with pytest.raises(AffectstreamError, match="reads other features"):
         await run(args)
