@@ -18,10 +18,12 @@ from bench.cremad_replay import replay_clips, replay_settings
 from core.card import ModelCard
 from core.speaker_reference import LOUDEST_WITHIN_BELS
 from default_model.build import (
+    AUDIO_QUIET_EDGE_ROWS,
     AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
     AUDIO_TRIM_QUIET_EDGES,
     MODEL_VERSION,
+    TEXT_NORMALISER,
 )
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from models.adapters.crema_d import voice_valence
@@ -74,6 +76,8 @@ def test_the_default_card_says_what_each_modality_learned_from(default_bundle_di
     assert card.audio_reference.quiet_gate == AUDIO_QUIET_GATE
     assert ("one fixed row" in training["deviation"]) == AUDIO_QUIET_GATE
     assert card.audio_reference.trim_quiet_edges == AUDIO_TRIM_QUIET_EDGES
+    assert card.audio_reference.quiet_edge_rows == AUDIO_QUIET_EDGE_ROWS
+    assert card.feature_spec.get("text_normaliser") == TEXT_NORMALISER  # "s0" and "s 0" read alike
     assert ("its last loud frame are dropped" in training["deviation"]) == AUDIO_TRIM_QUIET_EDGES
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
