@@ -27,7 +27,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,13 @@ class Pipeline:
             features = with_audio(features, self.ablation.audio)
         return (await self.score_task(features)).m
 
+    def own_tokens(self, features: Features, text: str | None = None) -> Features:
+        """`features` with `text` (default: its transcript's) tokenized as this bundle reads it: a baseline may
+        read transcripts through another text_normaliser than the bundle whose extractor made the features."""
+        text = features.transcript.text if text is None else text
+        ids, mask, types = self.extractor.tokenize(text)
+        return replace(features, input_ids=ids, attention_mask=mask, token_type_ids=types)
+
     async def hear(self, name: str, items: Any) -> Heard:
         """One stream through windows → Whisper → features (with the speaker's running reference)."""
         stream = StreamId("bench", name)
@@ -122,7 +129,7 @@ class Pipeline:
         weight = sum(duration for _, duration in heard.spoken)
         if not weight:
             return None
-        return sum([await self.score(f) * duration for f, duration in heard.spoken]) / weight
+        return sum([await self.score(self.own_tokens(f)) * duration for f, duration in heard.spoken]) / weight
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
         """(score, windows, texts) of one stream (`hear` then `score_heard`)."""
@@ -172,7 +179,7 @@ async def text_path(
     """Gold text + training-voice speech through the extractor (or the build's copy) and the ONNX scorer."""
     out = []
     for s in sentences:
-        features = cached.get(s.key) if cached else None
+        features = pipe.own_tokens(cached[s.key], s.text) if cached and s.key in cached else None
         if features is None:
             audio = synthesize(s.text, voice_for(s.key, TRAIN_VOICES))[: int(MAX_SPEECH_S * SAMPLE_RATE_HZ)]
             features = pipe.extractor.extract(transcript_of(window_of(audio), s.text))
@@ -293,7 +300,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pipe.scorer.start()
     baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
     if baseline is not None:
-        if baseline.spec != pipe.spec:  # it is scored on the features this bundle's extractor computes
+        # it is scored on the features this bundle's extractor computes, its own tokens from the same transcripts
+        if replace(baseline.spec, text_normaliser=pipe.spec.text_normaliser) != pipe.spec:
             await pipe.scorer.close()
             raise AffectstreamError(f"--baseline {args.baseline} reads other features than {args.bundle} (their "
                                     "cards' feature_spec differ): the two cannot be scored on the same windows")

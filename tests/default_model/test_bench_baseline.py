@@ -13,7 +13,10 @@ import pytest
 
 from bench.default_model import Pipeline, corpus_rows, paired_r_difference, run, spoken_path
 from core.errors import AffectstreamError
+from core.features_text import SPLIT_LETTERS_DIGITS
+from core.types import SAMPLE_RATE_HZ
 from default_model.corpus import CORPORA, RatedSentence
+from default_model.dataset import transcript_of, window_of
 
 
 def test_the_paired_difference_is_zero_for_one_model_and_positive_for_a_better_one() -> None:
@@ -66,3 +69,21 @@ async def test_a_baseline_that_reads_other_features_is_refused(default_bundle_di
     args = argparse.Namespace(bundle=default_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
     with pytest.raises(AffectstreamError, match="reads other features"):
         await run(args)
+
+
+def test_a_baseline_with_another_text_rule_reads_the_transcripts_its_own_way(
+    default_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """2.0.0's card names no text_normaliser; the default's does. The bench scores both on one transcript each."""
+    other = tmp_path / "no-text-rule"
+    shutil.copytree(default_bundle_dir, other)
+    card = json.loads((other / "card.json").read_text())
+    assert card["feature_spec"].pop("text_normaliser") == SPLIT_LETTERS_DIGITS
+    (other / "card.json").write_text(json.dumps(card))
+    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(other)
+    heard = pipe.extractor.extract(transcript_of(window_of(np.zeros(SAMPLE_RATE_HZ, np.float32)), "lay red at s0 now"))
+    np.testing.assert_array_equal(pipe.own_tokens(heard).input_ids, heard.input_ids)
+    theirs = baseline.own_tokens(heard)
+    assert not np.array_equal(theirs.input_ids, heard.input_ids)
+    np.testing.assert_array_equal(theirs.input_ids, baseline.extractor.tokenize("lay red at s0 now")[0])
+    assert theirs.audio is heard.audio  # only the tokens are the baseline's own
