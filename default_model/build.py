@@ -72,8 +72,8 @@ from models.train import Trainer, TrainOptions, load_best, setup_seed
 log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
-MODEL_VERSION = "3.12.0"  # the default: rated sentences, and the CREMA-D voices relative to each speaker's voice
-SENTENCES_ONLY_MODEL_VERSION = "2.0.0"  # the previous default: rated sentences and synthetic speech alone
+MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
+VOICES_MODEL_VERSION = "3.13.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -131,7 +131,7 @@ class BuildOptions:
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     work_dir: Path = Path(".affectstream") / "build" / "default-model"
     cache_dir: Path = Path(".affectstream") / "cache" / "vader"
-    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (the default); None: 2.0.0
+    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (the candidate); None: 2.0.0
     cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT
@@ -372,7 +372,7 @@ def _facts(
     quality: dict[str, Any], encoder_dir: Path, max_speech_s: float,
 ) -> dict[str, Any]:
     return {
-        "model_version": MODEL_VERSION if options.cremad_dir is not None else SENTENCES_ONLY_MODEL_VERSION,
+        "model_version": MODEL_VERSION if options.cremad_dir is None else VOICES_MODEL_VERSION,
         "task": "sentiment",
         "label_range": [-3.0, 3.0],
         "intended_use": NOT_CLINICAL,

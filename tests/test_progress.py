@@ -130,11 +130,11 @@ def test_dataset_build_and_training_show_their_phases(
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations over one or two samples are undefined
 def test_model_build_shows_each_phase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
-    """A tiny sentences-only build (2 sentences per corpus and split, 1 epoch, no export) with progress on."""
+    """A tiny default-model build (2 sentences per corpus and split, 1 epoch, no export) with progress on."""
     monkeypatch.chdir(REPO_ROOT)  # the corpus cache (.affectstream/cache/vader) is relative to the repository
     result = CliRunner().invoke(app, [
         "model", "build", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--no-export",
-        "--no-voices", "--sentences-per-corpus", "2", "--spoken-per-split", "1", "--max-epochs", "1", "--workers", "1",
+        "--sentences-per-corpus", "2", "--spoken-per-split", "1", "--max-epochs", "1", "--workers", "1",
         "--progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output

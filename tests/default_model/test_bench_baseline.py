@@ -43,10 +43,10 @@ def test_corpus_rows_report_the_baseline_beside_ours() -> None:
     assert "baseline_text_r" not in corpus_rows(test, ours, test, ours, [s.text for s in test])[CORPORA[0]]
 
 
-async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Path) -> None:
+async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Path) -> None:
     sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
                  RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
-    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(default_bundle_dir)
+    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(voices_bundle_dir)
     pipe.scorer.start()
     baseline.scorer.start()
     try:
@@ -60,27 +60,27 @@ async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Pa
     assert scores[0] > scores[1]
 
 
-async def test_a_baseline_that_reads_other_features_is_refused(default_bundle_dir: Path, tmp_path: Path) -> None:
+async def test_a_baseline_that_reads_other_features_is_refused(voices_bundle_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    shutil.copytree(default_bundle_dir, other)
+    shutil.copytree(voices_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     card["feature_spec"]["vision_fps"] = card["feature_spec"]["vision_fps"] / 2
     (other / "card.json").write_text(json.dumps(card))
-    args = argparse.Namespace(bundle=default_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
+    args = argparse.Namespace(bundle=voices_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
     with pytest.raises(AffectstreamError, match="reads other features"):
         await run(args)
 
 
 def test_a_baseline_with_another_text_rule_reads_the_transcripts_its_own_way(
-    default_bundle_dir: Path, tmp_path: Path
+    voices_bundle_dir: Path, tmp_path: Path
 ) -> None:
     """2.0.0's card names no text_normaliser; the default's does. The bench scores both on one transcript each."""
     other = tmp_path / "no-text-rule"
-    shutil.copytree(default_bundle_dir, other)
+    shutil.copytree(voices_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     assert card["feature_spec"].pop("text_normaliser") == SPLIT_LETTERS_DIGITS
     (other / "card.json").write_text(json.dumps(card))
-    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(other)
+    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(other)
     heard = pipe.extractor.extract(transcript_of(window_of(np.zeros(SAMPLE_RATE_HZ, np.float32)), "lay red at s0 now"))
     np.testing.assert_array_equal(pipe.own_tokens(heard).input_ids, heard.input_ids)
     theirs = baseline.own_tokens(heard)

@@ -29,9 +29,9 @@ MEAN_A_SHIFT = 0.9
 
 
 @pytest.mark.integration
-async def test_a_calls_codec_moves_the_audio_head_little(default_bundle_dir: Path, shared_data: Path) -> None:
+async def test_a_calls_codec_moves_the_audio_head_little(voices_bundle_dir: Path, shared_data: Path) -> None:
     audio = decode_audio(shared_data / GRID)
-    pipe = Pipeline(default_bundle_dir)
+    pipe = Pipeline(voices_bundle_dir)
     pipe.scorer.start()
     try:
         direct = await window_scores(pipe, "grid", audio)

@@ -1,4 +1,4 @@
-"""The default model's audio head hears valence in real voices: r(A) on a fixed CREMA-D test subset.
+"""The voices candidate's audio head hears valence in real voices: r(A) on a fixed CREMA-D test subset.
 
 The subset (FLOOR_CLIPS test clips, seeded) goes through the same replay path as the bench
 (bench/cremad_replay.py). A depends on the audio alone, so Whisper's words (which may differ between CPUs)
@@ -22,8 +22,8 @@ from default_model.build import (
     AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
     AUDIO_TRIM_QUIET_EDGES,
-    MODEL_VERSION,
     TEXT_NORMALISER,
+    VOICES_MODEL_VERSION,
 )
 from default_model.cremad import DEFAULT_CREMAD_DIR, load_clips
 from models.adapters.crema_d import voice_valence
@@ -50,18 +50,18 @@ async def audio_head_r(bundle_dir: Path, cremad_dir: Path = DEFAULT_CREMAD_DIR) 
 
 
 @pytest.mark.integration
-async def test_audio_head_correlation_stays_above_the_floor(default_bundle_dir: Path) -> None:
-    r_a, r_a_ablated, scored = await audio_head_r(default_bundle_dir)
+async def test_audio_head_correlation_stays_above_the_floor(voices_bundle_dir: Path) -> None:
+    r_a, r_a_ablated, scored = await audio_head_r(voices_bundle_dir)
     assert scored >= FLOOR_CLIPS - 2  # a clip without a window would mean the VAD or decoder broke
     assert math.isfinite(r_a) and math.isfinite(r_a_ablated)
     assert r_a >= FLOOR, f"r(A) {r_a:.3f} (ablated {r_a_ablated:.3f}) on {scored} clips is below {FLOOR}"
     assert r_a_ablated <= r_a - ABLATION_DROP, f"ablating the audio left r(A) at {r_a_ablated:.3f} (was {r_a:.3f})"
 
 
-def test_the_default_card_says_what_each_modality_learned_from(default_bundle_dir: Path) -> None:
-    card = ModelCard.read(default_bundle_dir)
+def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_bundle_dir: Path) -> None:
+    card = ModelCard.read(voices_bundle_dir)
     training = card.training
-    assert card.model_version == MODEL_VERSION and card.informed_modalities == ("text", "audio")
+    assert card.model_version == VOICES_MODEL_VERSION and card.informed_modalities == ("text", "audio")
     assert "CREMA-D" in training["audio"] and "espeak-ng" in training["audio"]
     assert "voice-perceived valence" in training["voices"]["label"]
     assert "standardises" in training["deviation"]  # the audio input stage is stated as a deviation
@@ -81,14 +81,10 @@ def test_the_default_card_says_what_each_modality_learned_from(default_bundle_di
     assert ("its last loud frame are dropped" in training["deviation"]) == AUDIO_TRIM_QUIET_EDGES
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
-    # the default reached every aim of its issue, each measured after the build (README, "Default model")
-    assert evaluations["aims_not_reached"] == [] and "not_the_default_because" not in evaluations
-    replay = evaluations["cremad_test_actors_replay"]
-    assert replay["pearson_m"] >= 0.55 and replay["pearson_a"] >= 0.50
-    assert replay["pearson_m"] > max(replay["anchors_pearson"].values())
-    means = replay["mean_m_by_intended_emotion"]
-    assert all(means["happy"] > means[e] for e in ("anger", "disgust", "fear", "sad"))
-    assert "tests/live" in evaluations["live_tests"] and "failed" not in evaluations["live_tests"]
+    # a candidate says why it is not the default: the aims it missed or the live tests it fails, which it names
+    reason = evaluations["not_the_default_because"]
+    assert ("aims_not_reached" in reason and evaluations["aims_not_reached"]) or "live_tests" in reason
+    assert "tests/live" in evaluations["live_tests"]
     assert evaluations["call_codec_shift"]["max_abs_shift_a"] < evaluations["call_codec_shift"]["model_3.0.0"][
         "max_abs_shift_a"]
     assert evaluations["cremad_test_actors_replay"]["pearson_m_audio_ablated"] < 0.2

@@ -79,8 +79,7 @@ def test_card_says_what_it_was_trained_on(bundle_dir: Path) -> None:
     training = card.training
     assert "vaderSentiment==3.3.2" in training["data"] and "espeak-ng" in training["audio"]
     counts = training["counts"]
-    assert sum(v.get("sentences", 0) for k, v in counts.items() if k.startswith("train/")) > 10000
-    assert counts["train/cremad"]["clips"] > 5000 and "CREMA-D" in training["audio"]  # and the voices
+    assert sum(v["sentences"] for k, v in counts.items() if k.startswith("train/")) > 10000
     quality = training["quality"]["test_split_gold_text"]
     assert set(quality) == {"tweets", "movie_reviews", "amazon", "nyt"}
     assert all({"pearson_ours", "pearson_vader"} <= set(q) for q in quality.values())

@@ -1,4 +1,4 @@
-"""`model build` end to end on a handful of clips and sentences, one epoch: the CREMA-D path builds its
+"""`model build --voices` end to end on a handful of clips and sentences, one epoch: the CREMA-D path builds its
 rows relative to each actor's voice, trains, and exports a bundle the agent scores with a speaker reference."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from default_model.build import (
     AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
     AUDIO_TRIM_QUIET_EDGES,
-    MODEL_VERSION,
     TEXT_FROM_RATED_SENTENCES,
     TEXT_NORMALISER,
+    VOICES_MODEL_VERSION,
     BuildOptions,
     build,
 )
@@ -41,7 +41,7 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert voices["n"] == 4 and np.isfinite(voices["pearson_a"])
     assert report.counts["train/cremad"]["clips"] == 4
     card = ModelCard.read(tmp_path / "bundle")
-    assert card.model_version == MODEL_VERSION
+    assert card.model_version == VOICES_MODEL_VERSION
     assert card.feature_spec["text_normaliser"] == TEXT_NORMALISER  # and the agent reads transcripts with it
     assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
     assert (card.audio_reference.floor_bels, card.audio_reference.frames) == (FLOOR_BELS, FRAMES)

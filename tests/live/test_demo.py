@@ -3,9 +3,9 @@ time, every utterance of each participant scored and read back from Kafka, and t
 
 The clinician (espeak-ng) says positive, neutral and negative sentences; the patient, one CREMA-D test actor, says
 "It's eleven o'clock" in a neutral, happy, sad and angry voice (cli/sample_call.py). The same words: what moves
-the patient's A and M between the takes is the voice, which the default model learned from (CREMA-D; its card has
-an audio_reference). The previous default, 2.0.0, learned audio from synthetic speech only, and its A was one
-number for every take (README, "Default model").
+the patient's A and M between the takes is the voice, for a model that learned from voices (its card has an
+audio_reference: the voices candidate, `LIVE_TESTS_BUNDLE`). The default, 2.0.0, learned audio from synthetic
+speech only, and its A is one number for every take.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from default_model.cremad import DEFAULT_CREMAD_DIR
 
 pytestmark = pytest.mark.integration
 
-# The happy take's A above the angry take's: the default model's margin is several times this (3.10.0: 1.3; the card's
-# live_tests), so neither a CPU's float rounding nor a Whisper word can close it.
+# The happy take's A above the angry take's: the voices candidate's margin is several times this (3.10.0: 1.3, its
+# card's live_tests), so neither a CPU's float rounding nor a Whisper word can close it.
 MIN_VOICE_MARGIN_A = 0.5
 
 
@@ -61,11 +61,13 @@ def test_every_utterance_of_each_participant_is_scored_once(demo_scores: dict[st
     assert clinician[0] > 0.5 and clinician[2] < -0.5  # "it is wonderful to hear ..." and "that sounds awful ..."
 
 
-def test_the_patients_voice_moves_the_default_models_audio_head(
+def test_the_patients_voice_moves_the_audio_head_of_a_voices_model(
     demo_scores: dict[str, list[dict[str, Any]]], live_bundle: Path
 ) -> None:
     takes = {take.voice: m["scores"][0] for take, m in zip(PATIENT_TAKES, demo_scores[PATIENT], strict=True)}
     happy, angry = takes["happy"], takes["angry"]
-    assert ModelCard.read(live_bundle).audio_reference is not None, "the model under test learned no voice"
+    if ModelCard.read(live_bundle).audio_reference is None:  # 2.0.0: the voice reaches no head
+        assert max(t["a"] for t in takes.values()) - min(t["a"] for t in takes.values()) < 0.05, takes
+        return
     assert happy["a"] - angry["a"] >= MIN_VOICE_MARGIN_A, takes
     assert happy["m"] > angry["m"], takes  # the same words: the voice decides
