@@ -178,21 +178,25 @@ def centred(
         counted = counted_frames(audio, loud)
         out[:, only] = np.where(counted[:, None], out[:, only] - reference[only], 0.0)
     if quiet_gate:
-        out[~loud] = 0.0
-        out[~loud, LEVEL_COLUMN] = QUIET_LEVEL_BELS
+        out[~loud] = quiet_row(out.shape[1])
     return out
+
+
+def quiet_row(dim: int) -> np.ndarray:
+    """The quiet gate's row (float32 [dim]): every column 0, QUIET_LEVEL_BELS in the level column."""
+    row = np.zeros(dim, dtype=np.float32)
+    row[LEVEL_COLUMN] = QUIET_LEVEL_BELS
+    return row
 
 
 def quiet_rows(audio: np.ndarray) -> np.ndarray:
     """Mask [T] of the rows of a `centred(..., quiet_gate=True)` window that are the quiet gate's row."""
-    others = np.ones(audio.shape[1], dtype=bool)
-    others[LEVEL_COLUMN] = False
-    return (audio[:, LEVEL_COLUMN] == np.float32(QUIET_LEVEL_BELS)) & ~audio[:, others].any(axis=1)
+    return (audio == quiet_row(audio.shape[1])).all(axis=1)
 
 
 def without_quiet_edges(audio: np.ndarray, keep: int = 0) -> np.ndarray:
     """A gated window (`centred(..., quiet_gate=True)`) from its first to its last loud frame, with exactly `keep`
-    gated rows before and after (they are all one row, so as many as the cut left, or more); unchanged when no
+    gated rows before and after (the gate's one row, however many the cut left); unchanged when no
     frame is loud. Where the VAD opens and closes a window moves with the codec (seen: 0.22 s), and a graph that
     averages fixed blocks of frames reads where its blocks fall: a GRID clip's A was 1.07 apart between its call and
     its file through that alone, and 0.63 when the edges kept at most 8 rows and a call's window opened 0.1 s later
@@ -203,8 +207,7 @@ def without_quiet_edges(audio: np.ndarray, keep: int = 0) -> np.ndarray:
     speech = audio[loud[0]: loud[-1] + 1]
     if keep <= 0:
         return speech
-    edge = np.zeros((keep, audio.shape[1]), dtype=audio.dtype)
-    edge[:, LEVEL_COLUMN] = QUIET_LEVEL_BELS
+    edge = np.repeat(quiet_row(audio.shape[1])[None].astype(audio.dtype), keep, axis=0)
     return np.concatenate([edge, speech, edge])
 
 

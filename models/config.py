@@ -233,7 +233,7 @@ class SelfMMConfig(ConfigDict):
     audio_quiet_gate: bool = False
     # ... and drop the gated frames before a window's first and after its last loud frame (where the VAD cut it)
     audio_trim_quiet_edges: bool = False
-    # ... all but this many gated rows next to the speech at each edge
+    # ... and put exactly this many gated rows back at each edge (core/speaker_reference.without_quiet_edges)
     audio_quiet_edge_rows: int = 0
     # ... and summarise the audio LSTM by the mean of its states over the valid steps instead of the last one:
     # the last state is mostly the window's trailing pause (docs/selfmm.md §2.6). "last" = MMSA.
