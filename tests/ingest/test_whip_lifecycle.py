@@ -76,9 +76,11 @@ async def test_many_sessions_release_everything(whip_server: ServerFactory, tmp_
     for i in range(SESSIONS):
         await one_session(f"s{i}")
     await settle(
-        lambda: server.active_sessions == 0
-        and len(asyncio.all_tasks()) <= tasks_before
-        and not worker_threads() - threads_before
+        lambda: (
+            server.active_sessions == 0
+            and len(asyncio.all_tasks()) <= tasks_before
+            and not worker_threads() - threads_before
+        )
     )
     objects_after = census()
     tasks_after, threads_after, rss_after = len(asyncio.all_tasks()), worker_threads(), rss_mb()
