@@ -45,6 +45,7 @@ from bench.cremad_replay import Ablation, ablation_audio, with_audio
 from core.card import DEFAULT_BUNDLE_DIR
 from core.errors import AffectstreamError
 from core.features import FeatureExtractor, FeatureSpec
+from core.features_audio import audio_features, speech_ratio
 from core.media import decode_file
 from core.speaker_reference import SpeakerReferences
 from core.types import SAMPLE_RATE_HZ, AudioChunk, Features, StreamId, TaskScore
@@ -92,6 +93,7 @@ class Pipeline:
         self.vad = SileroVad()
         self.speech = SpeechRecognizer(SpeechSettings(), words_needed=False)
         self.windows = WindowSettings()
+        self.own_audio = False  # True: a baseline whose audio_highpass_hz differs from the bundle it is compared with
         # M of the rated sentences with the audio input replaced, as in the CREMA-D ablation: what the voice adds
         self.ablation: Ablation | None = ablation_audio(self.bundle.card) if audio_ablated else None
 
@@ -103,11 +105,16 @@ class Pipeline:
             features = with_audio(features, self.ablation.audio)
         return (await self.score_task(features)).m
 
-    def own_tokens(self, features: Features, text: str | None = None) -> Features:
-        """`features` with `text` (default: its transcript's) tokenized as this bundle reads it: a baseline may
-        read transcripts through another text_normaliser than the bundle whose extractor made the features."""
+    def own_features(self, features: Features, text: str | None = None) -> Features:
+        """`features` as this bundle reads them: `text` (default: its transcript's) tokenized its own way, and, with
+        `own_audio`, the window's audio through its own descriptors. A baseline may read transcripts through
+        another text_normaliser, and audio through another audio_highpass_hz, than the bundle whose extractor
+        made the features."""
         text = features.transcript.text if text is None else text
         ids, mask, types = self.extractor.tokenize(text)
+        if self.own_audio:
+            audio = audio_features(features.transcript.window.audio, self.spec.audio_highpass_hz)
+            features = replace(features, audio=audio, speech_ratio=speech_ratio(audio))
         return replace(features, input_ids=ids, attention_mask=mask, token_type_ids=types)
 
     async def hear(self, name: str, items: Any) -> Heard:
@@ -129,7 +136,7 @@ class Pipeline:
         weight = sum(duration for _, duration in heard.spoken)
         if not weight:
             return None
-        return sum([await self.score(self.own_tokens(f)) * duration for f, duration in heard.spoken]) / weight
+        return sum([await self.score(self.own_features(f)) * duration for f, duration in heard.spoken]) / weight
 
     async def score_stream(self, name: str, items: Any) -> tuple[float | None, int, list[str]]:
         """(score, windows, texts) of one stream (`hear` then `score_heard`)."""
@@ -179,7 +186,9 @@ async def text_path(
     """Gold text + training-voice speech through the extractor (or the build's copy) and the ONNX scorer."""
     out = []
     for s in sentences:
-        features = pipe.own_tokens(cached[s.key], s.text) if cached and s.key in cached else None
+        # a baseline that reads audio its own way cannot use the build's copy: it holds no raw audio
+        usable = cached and s.key in cached and not pipe.own_audio
+        features = pipe.own_features(cached[s.key], s.text) if usable else None  # type: ignore[index]
         if features is None:
             audio = synthesize(s.text, voice_for(s.key, TRAIN_VOICES))[: int(MAX_SPEECH_S * SAMPLE_RATE_HZ)]
             features = pipe.extractor.extract(transcript_of(window_of(audio), s.text))
@@ -301,7 +310,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
     if baseline is not None:
         # it is scored on the features this bundle's extractor computes, its own tokens from the same transcripts
-        if replace(baseline.spec, text_normaliser=pipe.spec.text_normaliser) != pipe.spec:
+        own_rules = {"text_normaliser": pipe.spec.text_normaliser, "audio_highpass_hz": pipe.spec.audio_highpass_hz}
+        baseline.own_audio = baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
+        if replace(baseline.spec, **own_rules) != pipe.spec:
             await pipe.scorer.close()
             raise AffectstreamError(f"--baseline {args.baseline} reads other features than {args.bundle} (their "
                                     "cards' feature_spec differ): the two cannot be scored on the same windows")

@@ -21,6 +21,9 @@ CALL_OPUS_BITRATE = 96_000  # aiortc's OpusEncoder (agent/stream_client.py sends
 CALL_PACKET_S = 0.02  # one packet (Opus frame) of a WebRTC call
 CALL_OPUS_FRAME = round(CALL_PACKET_S * CALL_OPUS_RATE_HZ)  # 960 samples
 CALL_CODEC = f"opus-voip-{CALL_OPUS_BITRATE // 1000}k"  # names the round trip in caches and model cards
+# 2: decoded as mono at the call's level. 1 (3.13.0 and before) decoded two channels and downmixed them 3 dB
+# louder than the call delivers (tests/features/test_call_codec.py holds it to a real aiortc call's level)
+CALL_CODEC_REVISION = 2
 
 
 def call_codec_round_trip(audio: np.ndarray) -> np.ndarray:
@@ -36,6 +39,9 @@ def call_codec_round_trip(audio: np.ndarray) -> np.ndarray:
     encoder.format = "s16"
     encoder.options = {"application": "voip"}
     decoder = av.CodecContext.create("libopus", "r")
+    # mono out: left unset, libopus decodes two equal channels, and the mono downmix then adds 3 dB
+    decoder.layout = "mono"
+    decoder.sample_rate = CALL_OPUS_RATE_HZ
     up = av.AudioResampler(format="s16", layout="mono", rate=CALL_OPUS_RATE_HZ, frame_size=CALL_OPUS_FRAME)
     down = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
     frame = av.AudioFrame.from_ndarray(np.clip(samples, -1.0, 1.0)[None, :], format="flt", layout="mono")

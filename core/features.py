@@ -63,6 +63,9 @@ class FeatureSpec:
     # the rule applied to a transcript before its tokenizer (core/features_text.py); "none" is left out of to_dict,
     # so the cards of models trained before the rule existed are the spec they always were
     text_normaliser: str = features_text.NO_NORMALISER
+    # what lies below this is filtered out of the audio before its descriptors (core/features_audio.py); 0, none,
+    # is left out of to_dict like text_normaliser
+    audio_highpass_hz: float = features_audio.NO_HIGHPASS
 
     @classmethod
     def for_tokenizer(
@@ -72,6 +75,7 @@ class FeatureSpec:
         text_max_length: int = DEFAULT_TEXT_MAX_LENGTH,
         vision_fps: float = DEFAULT_VISION_FPS,
         text_normaliser: str = features_text.NO_NORMALISER,
+        audio_highpass_hz: float = features_audio.NO_HIGHPASS,
     ) -> FeatureSpec:
         """The spec this code computes with the tokenizer in ``tokenizer_dir``."""
         return cls(
@@ -79,19 +83,22 @@ class FeatureSpec:
             text_max_length=text_max_length,
             vision_fps=float(vision_fps),
             text_normaliser=text_normaliser,
+            audio_highpass_hz=float(audio_highpass_hz),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if data["text_normaliser"] == features_text.NO_NORMALISER:
             del data["text_normaliser"]
+        if data["audio_highpass_hz"] == features_audio.NO_HIGHPASS:
+            del data["audio_highpass_hz"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data) - {"text_normaliser"})
+        missing = sorted(names - set(data) - {"text_normaliser", "audio_highpass_hz"})
         if unknown or missing:
             raise ModelError(f"feature spec: unknown keys {unknown}, missing keys {missing}")
         normaliser = data.get("text_normaliser", features_text.NO_NORMALISER)
@@ -99,8 +106,13 @@ class FeatureSpec:
             raise ModelError(f"feature spec: text_normaliser {normaliser!r} is not one this agent applies "
                              f"({', '.join(features_text.TEXT_NORMALISERS)}): a newer agent's model")
         values = dict(data)
-        for name in ("vision_fps", "audio_frame_rate_hz"):
-            values[name] = float(values[name])
+        for name in ("vision_fps", "audio_frame_rate_hz", "audio_highpass_hz"):
+            if name in values:
+                values[name] = float(values[name])
+        highpass = values.get("audio_highpass_hz", features_audio.NO_HIGHPASS)
+        if not features_audio.NO_HIGHPASS <= highpass < features_audio.SAMPLE_RATE_HZ / 2:
+            raise ModelError(f"feature spec: audio_highpass_hz {highpass} is not a cutoff between 0 and "
+                             f"{features_audio.SAMPLE_RATE_HZ // 2} Hz")
         return cls(**values)
 
     def mismatches(self, other: FeatureSpec) -> list[str]:
@@ -118,6 +130,7 @@ class FeatureSpec:
             text_max_length=self.text_max_length,
             vision_fps=self.vision_fps,
             text_normaliser=self.text_normaliser,
+            audio_highpass_hz=self.audio_highpass_hz,
         )
 
 
@@ -165,7 +178,7 @@ class FeatureExtractor:
         """Model inputs of one window (blocking; call it from a worker thread in the agent)."""
         started = time.perf_counter()
         window = transcript.window
-        audio = audio_features(window.audio)
+        audio = audio_features(window.audio, self.spec.audio_highpass_hz)
         vision = self.vision_features(window.frames)
         ids, mask, type_ids = self.tokenize(transcript.text)
         return Features(

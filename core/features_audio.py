@@ -18,6 +18,10 @@ One row every 20 ms (50 frames/s, frames centred on multiples of the hop, so ``1
 
 Every value is computed from the window's own samples with fixed constants (no per-window normalisation
 such as top-dB clipping), so the same samples always give the same numbers.
+
+With ``highpass_hz`` (a feature spec's ``audio_highpass_hz``) the samples first lose what lies below it: a
+WebRTC call's Opus removes everything under ~60 Hz, where a recording keeps its mains hum and rumble, and the
+frames' levels then differ by ~0.5-0.9 bel between a clip's file and its call (docs/selfmm.md §2.6).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 import librosa
 import numpy as np
 import scipy.fft
+import scipy.signal
 
 from core.audio_columns import AUDIO_DIM, N_MFCC, VOICED_COLUMN
 
@@ -46,6 +51,8 @@ N_MELS = 40
 VOICED_PERIODICITY = 0.6
 VOICED_FLOOR_DB = -55.0
 FRAME_RATE_HZ = SAMPLE_RATE_HZ / HOP
+HIGHPASS_ORDER = 4  # Butterworth, run forwards and backwards (zero phase: the frames keep their timing)
+NO_HIGHPASS = 0.0
 
 
 _MEL_BASIS = librosa.filters.mel(
@@ -87,9 +94,18 @@ def _periodicity(y: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
     return np.clip(num / den, 0.0, 1.0).astype(np.float32)
 
 
-def audio_features(samples: np.ndarray) -> np.ndarray:
+def high_passed(samples: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """float32 16 kHz mono `samples` without what lies below `cutoff_hz` (zero phase, same length)."""
+    if cutoff_hz <= NO_HIGHPASS or samples.size < 2:
+        return samples
+    sos = scipy.signal.butter(HIGHPASS_ORDER, cutoff_hz, "highpass", fs=SAMPLE_RATE_HZ, output="sos")
+    padlen = min(3 * (2 * len(sos) + 1), samples.size - 1)  # scipy's default, shortened for very short windows
+    return scipy.signal.sosfiltfilt(sos, samples, padlen=padlen).astype(np.float32)
+
+
+def audio_features(samples: np.ndarray, highpass_hz: float = NO_HIGHPASS) -> np.ndarray:
     """Acoustic descriptors of float32 16 kHz mono audio: float32 [1 + n // 320, 29] (see module doc)."""
-    y = _check(samples)
+    y = high_passed(_check(samples), highpass_hz)
     n_frames = n_audio_frames(samples.size)
     stft = librosa.stft(y, n_fft=N_FFT, hop_length=HOP, win_length=WIN, center=True, pad_mode="constant")
     mag = np.abs(stft).astype(np.float32)[:, :n_frames]  # [257, T]

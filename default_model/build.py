@@ -31,7 +31,7 @@ from core.audio_columns import AUDIO_COLUMNS
 from core.call_codec import CALL_CODEC
 from core.card import DEFAULT_BUNDLE_DIR
 from core.features import FeatureExtractor, FeatureSpec
-from core.features_audio import FRAME_RATE_HZ
+from core.features_audio import FRAME_RATE_HZ, NO_HIGHPASS
 from core.features_text import NO_NORMALISER, SPLIT_LETTERS_DIGITS
 from core.speaker_reference import FLOOR_BELS, LOUDEST_WITHIN_BELS, centred, own_reference, without_quiet_edges
 from default_model.artefacts import (
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
 MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.13.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+VOICES_MODEL_VERSION = "3.14.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -122,6 +122,10 @@ VOICES_MAX_EPOCHS = 4
 # the voices model's transcripts get a space between a letter and a digit next to it (core/features_text.py):
 # Whisper wrote one GRID clip's "s 0" as "s0" from its call, and 3.10.0's text branch read the two 0.38 apart in M
 TEXT_NORMALISER = SPLIT_LETTERS_DIGITS
+# the voices model's audio loses what lies below 60 Hz before its descriptors, as a call's Opus removes it: GRID's
+# files keep mains hum there, which moved their frames' levels 0.5-0.9 bel from the call's, flipped which frames
+# the quiet gate kept, and put 3.13.0's M for one clip 0.32 apart between its call and its file (docs/selfmm.md §2.6)
+AUDIO_HIGHPASS_HZ = 60.0
 LENGTH_BUCKETS = 50  # train batches of similar text length from pools of 50 batches (models.train.LengthBucketBatches)
 
 
@@ -336,8 +340,9 @@ def build(options: BuildOptions) -> BuildReport:
         splits = {name: sample_per_corpus(part, options.sentences_per_corpus, seed=options.seed)
                   for name, part in splits.items()}
     encoder_dir = default_text_encoder_dir()
-    spec = FeatureSpec.for_tokenizer(
-        encoder_dir, text_normaliser=NO_NORMALISER if options.cremad_dir is None else TEXT_NORMALISER)
+    voiced = options.cremad_dir is not None
+    spec = FeatureSpec.for_tokenizer(encoder_dir, text_normaliser=TEXT_NORMALISER if voiced else NO_NORMALISER,
+                                     audio_highpass_hz=AUDIO_HIGHPASS_HZ if voiced else NO_HIGHPASS)
     extractor = FeatureExtractor(spec, encoder_dir, use_vision=False)
     pickle_path = options.work_dir / "vader_espeak.pkl"
     voices = _voices(options, extractor)
@@ -404,7 +409,9 @@ def _facts(
                           f"train clips {options.voice_repeat}x per epoch, {options.voice_join_fraction:.0%} of "
                           "those rows followed by 1-3 more clips of the same actor and emotion, heard decoded from "
                           "the file, through a call's Opus VOIP and with a room's hum added (voices.codec_rows). "
-                          "Both through the agent's audio features"
+                          "Both through the agent's audio features" + (
+                              f", which first drop what lies below {AUDIO_HIGHPASS_HZ:g} Hz as a call's Opus does"
+                              if AUDIO_HIGHPASS_HZ else "")
                           if options.cremad_dir is not None else "no real voice")),
             "voices": _voice_facts(options),
             "vision": "not informed: no labelled faces; always the explicit 'no face' row",

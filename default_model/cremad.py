@@ -36,7 +36,7 @@ import numpy as np
 from agent.settings import WindowSettings
 from agent.vad import SileroVad, VoiceActivityDetector
 from agent.windows import audio_windows
-from core.call_codec import CALL_CODEC, call_codec_round_trip
+from core.call_codec import CALL_CODEC, CALL_CODEC_REVISION, call_codec_round_trip
 from core.errors import ConfigError
 from core.features import FeatureExtractor
 from core.labels import LabelRow
@@ -122,6 +122,8 @@ def _cache_dir(cache_root: Path, extractor: FeatureExtractor, codec: str | None)
     spec = extractor.spec.to_dict()
     keyed = {k: spec[k] for k in sorted(spec) if k.startswith("audio")}
     keyed["windows"] = {"kind": WINDOWING, **SERVED_WINDOWS.model_dump()}
+    if codec == CALL_CODEC:
+        keyed["call_codec_revision"] = CALL_CODEC_REVISION
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_root) / (f"audio-{key}" if codec is None else f"audio-{key}-{codec}")
 

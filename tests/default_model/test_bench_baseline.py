@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.default_model import Pipeline, corpus_rows, paired_r_difference, run, spoken_path
+from bench.default_model import Pipeline, corpus_rows, paired_r_difference, run, spoken_path, text_path
 from core.errors import AffectstreamError
+from core.features_audio import audio_features
 from core.features_text import SPLIT_LETTERS_DIGITS
+from core.media import decode_audio
 from core.types import SAMPLE_RATE_HZ
 from default_model.corpus import CORPORA, RatedSentence
 from default_model.dataset import transcript_of, window_of
@@ -82,8 +85,35 @@ def test_a_baseline_with_another_text_rule_reads_the_transcripts_its_own_way(
     (other / "card.json").write_text(json.dumps(card))
     pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(other)
     heard = pipe.extractor.extract(transcript_of(window_of(np.zeros(SAMPLE_RATE_HZ, np.float32)), "lay red at s0 now"))
-    np.testing.assert_array_equal(pipe.own_tokens(heard).input_ids, heard.input_ids)
-    theirs = baseline.own_tokens(heard)
+    np.testing.assert_array_equal(pipe.own_features(heard).input_ids, heard.input_ids)
+    theirs = baseline.own_features(heard)
     assert not np.array_equal(theirs.input_ids, heard.input_ids)
     np.testing.assert_array_equal(theirs.input_ids, baseline.extractor.tokenize("lay red at s0 now")[0])
     assert theirs.audio is heard.audio  # only the tokens are the baseline's own
+
+
+async def test_a_baseline_with_another_high_pass_hears_the_windows_its_own_way(
+    voices_bundle_dir: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    """2.0.0's card names no audio_highpass_hz; the voices model's does: the baseline scores the same windows
+    with the descriptors of its own audio (and synthesises the gold-text path's speech anew, not the build's copy)."""
+    other = tmp_path / "no-high-pass"
+    shutil.copytree(voices_bundle_dir, other)
+    card = json.loads((other / "card.json").read_text())
+    card["feature_spec"]["audio_highpass_hz"] = 0.0 if card["feature_spec"].get("audio_highpass_hz") else 60.0
+    (other / "card.json").write_text(json.dumps(card))
+    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(other)
+    assert baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
+    baseline.own_audio = True  # as run() sets it
+    audio = decode_audio(shared_data / "av" / "grid" / "grid_brbk7n.mpg")  # mains hum, which a high-pass removes
+    heard = pipe.extractor.extract(transcript_of(window_of(audio), "bin red by k seven now"))
+    theirs = baseline.own_features(heard)
+    np.testing.assert_array_equal(theirs.audio, audio_features(audio, baseline.spec.audio_highpass_hz))
+    assert not np.array_equal(theirs.audio, heard.audio)
+    cached = {"amazon/1": replace(heard, transcript=None)}  # the build's copy: arrays only
+    sentence = RatedSentence("amazon", "1", 3.0, "I love this camera.")
+    baseline.scorer.start()
+    try:
+        assert len(await text_path(baseline, [sentence], cached)) == 1  # synthesised anew, no raw audio needed
+    finally:
+        await baseline.scorer.close()

@@ -188,6 +188,47 @@ def test_a_spec_with_the_letter_digit_rule_reads_whisper_spacings_alike(
         FeatureSpec.from_dict({**ruled_spec.to_dict(), "text_normaliser": "lowercase_all"})
 
 
+def test_the_high_pass_removes_hum_and_keeps_the_voice_band() -> None:
+    t = np.arange(SR) / SR
+    hum = (0.1 * np.sin(2 * np.pi * 50 * t)).astype(np.float32)  # -23 dBFS of mains hum
+    voice = (0.05 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    cut = fa.high_passed(hum + voice, 60.0)
+    assert cut.shape == hum.shape and cut.dtype == np.float32
+    residual = cut - fa.high_passed(voice, 60.0)
+    # the hum 12 dB down at least (measured 14.4 dB: 7.2 dB each way; a call's Opus took GRID's down ~17 dB)
+    assert np.sqrt(np.mean(residual[SR // 4: -SR // 4] ** 2)) < 0.1 * 0.71 / 4
+    kept = np.sqrt(np.mean(fa.high_passed(voice, 60.0)[SR // 4: -SR // 4] ** 2)) / np.sqrt(np.mean(voice**2))
+    assert 0.95 < kept < 1.02  # the voice band passes
+    assert fa.high_passed(voice, fa.NO_HIGHPASS) is voice
+    # zero phase: a click stays where it was (a frame's level moves in time with it, not after it)
+    click = np.zeros(SR // 2, np.float32)
+    click[4000] = 1.0
+    assert int(np.argmax(np.abs(fa.high_passed(click, 60.0)))) == 4000
+    assert fa.audio_features(voice[:100], 60.0).shape == (1, fa.AUDIO_DIM)  # shorter than the filter's padding
+
+
+def test_a_spec_with_a_high_pass_extracts_with_it_and_says_so(
+    feature_spec: FeatureSpec, minilm_dir: Path, shared_data: Path
+) -> None:
+    audio, _ = _decode(shared_data / "av/grid/grid_brbk7n.mpg")  # mains hum under the speech
+    window = Window(StreamId("c1", "p1"), 0, 0.0, len(audio) / SR, audio, (), "stream_end")
+    transcript = Transcript(window, "bin red by k seven now", (), "en", 0.0, 1.0)
+    plain = FeatureExtractor(feature_spec, minilm_dir, use_vision=False).extract(transcript).audio
+    spec = FeatureSpec.for_tokenizer(minilm_dir, audio_highpass_hz=60.0)
+    cut = FeatureExtractor(spec, minilm_dir, use_vision=False).extract(transcript).audio
+    assert np.array_equal(cut, fa.audio_features(audio, 60.0))
+    pauses, speech = plain[:, 0] < -2.5, plain[:, 0] > -1.5  # the hum's frames lose much of their level ...
+    assert float(np.mean(plain[pauses, 0] - cut[pauses, 0])) >= 0.5
+    assert float(np.median(np.abs(plain[speech, 0] - cut[speech, 0]))) <= 0.1  # ... the voice's keep theirs
+
+    assert "audio_highpass_hz" not in feature_spec.to_dict()  # earlier cards are unchanged
+    assert spec.to_dict()["audio_highpass_hz"] == 60.0
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.mismatches(feature_spec) == ["audio_highpass_hz: 60.0 != 0.0"]
+    with pytest.raises(ModelError, match="audio_highpass_hz 9000.0 is not a cutoff between 0 and 8000 Hz"):
+        FeatureSpec.from_dict({**spec.to_dict(), "audio_highpass_hz": 9000})
+
+
 def test_extract_fills_every_field(
     extractor: FeatureExtractor, feature_spec: FeatureSpec, minilm_dir: Path, shared_data: Path
 ) -> None:

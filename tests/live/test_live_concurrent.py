@@ -285,7 +285,8 @@ def test_each_stream_scores_like_its_own_file(scenario: Scenario) -> None:
             assert message["start_s"] == pytest.approx(score.window.start_s, abs=EDGE_S), name
             assert message["end_s"] == pytest.approx(score.window.end_s, abs=EDGE_S), name
             got, want = message["scores"][0], score.tasks[0]
-            apart = (name, f"M {got['m']:.3f} live vs {want.m:.3f} file", f"A {got['a']} vs {want.a}",
+            apart = (name, f"M {got['m']:.3f} live vs {want.m:.3f} file",
+                     *(f"{k.upper()} {got[k]} vs {getattr(want, k)}" for k in ("t", "a", "v")),
                      heard_live, heard_file)  # GRID's test sentences, not a call's words
             assert abs(got["m"] - want.m) / (want.label_max - want.label_min) <= MAX_SCORE_DIFF, apart
 
