@@ -18,6 +18,7 @@ from bench.cremad_replay import replay_clips, replay_settings
 from core.card import ModelCard
 from core.speaker_reference import LOUDEST_WITHIN_BELS
 from default_model.build import (
+    AUDIO_HIGHPASS_HZ,
     AUDIO_QUIET_EDGE_ROWS,
     AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
@@ -78,6 +79,7 @@ def test_the_voices_candidate_card_says_what_each_modality_learned_from(voices_b
     assert card.audio_reference.trim_quiet_edges == AUDIO_TRIM_QUIET_EDGES
     assert card.audio_reference.quiet_edge_rows == AUDIO_QUIET_EDGE_ROWS
     assert card.feature_spec.get("text_normaliser") == TEXT_NORMALISER  # "s0" and "s 0" read alike
+    assert card.feature_spec.get("audio_highpass_hz") == AUDIO_HIGHPASS_HZ  # a file heard as a call hears it
     assert ("its last loud frame are dropped" in training["deviation"]) == AUDIO_TRIM_QUIET_EDGES
     assert set(card.uninformed_inputs) == {"vision"}  # still no labelled faces
     evaluations = training["evaluations"]
