@@ -117,7 +117,8 @@ VOICE_JOIN_FRACTION = 0.5  # of those rows, followed by 1-3 more clips of the ac
 # its A read the pauses (GRID's hum, gone live) and moved by up to 3 points between replay and live
 VOICE_CODECS: tuple[str | None, ...] = (None, CALL_CODEC, ROOM_HUM)
 # 3.4.0's valid Loss still fell at its last of 3 epochs (0.624 -> 0.587); length buckets paid for a fourth. A
-# fifth (3.10.0's recipe) did not lower it (0.5787 both): the best epoch stayed the fourth, the same weights
+# fifth (3.10.0's recipe) did not lower it (0.5787 both): the best epoch stayed the fourth, the same weights. On
+# 3.14.0's it did (0.5754 -> 0.5667) but lowered the CREMA-D replay's r(M) 0.535 -> 0.514: the voices peak earlier
 VOICES_MAX_EPOCHS = 4
 # the voices model's transcripts get a space between a letter and a digit next to it (core/features_text.py):
 # Whisper wrote one GRID clip's "s 0" as "s0" from its call, and 3.10.0's text branch read the two 0.38 apart in M
