@@ -109,7 +109,8 @@ class Pipeline:
         """`features` as this bundle reads them: `text` (default: its transcript's) tokenized its own way, and, with
         `own_audio`, the window's audio through its own descriptors. A baseline may read transcripts through
         another text_normaliser, and audio through another audio_highpass_hz, than the bundle whose extractor
-        made the features."""
+        made the features. The speaker reference attached to `features` is kept as it is: fit for a baseline
+        whose card reads none (2.0.0), not for one that reads it relative to a reference of its own."""
         text = features.transcript.text if text is None else text
         ids, mask, types = self.extractor.tokenize(text)
         if self.own_audio:
@@ -187,9 +188,9 @@ async def text_path(
     out = []
     for s in sentences:
         # a baseline that reads audio its own way cannot use the build's copy: it holds no raw audio
-        usable = cached and s.key in cached and not pipe.own_audio
-        features = pipe.own_features(cached[s.key], s.text) if usable else None  # type: ignore[index]
-        if features is None:
+        if cached and s.key in cached and not pipe.own_audio:
+            features = pipe.own_features(cached[s.key], s.text)
+        else:
             audio = synthesize(s.text, voice_for(s.key, TRAIN_VOICES))[: int(MAX_SPEECH_S * SAMPLE_RATE_HZ)]
             features = pipe.extractor.extract(transcript_of(window_of(audio), s.text))
         out.append(await pipe.score(features))
@@ -310,9 +311,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
     if baseline is not None:
         # it is scored on the features this bundle's extractor computes, its own tokens from the same transcripts
-        own_rules = {"text_normaliser": pipe.spec.text_normaliser, "audio_highpass_hz": pipe.spec.audio_highpass_hz}
         baseline.own_audio = baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
-        if replace(baseline.spec, **own_rules) != pipe.spec:
+        read_alike = replace(baseline.spec, text_normaliser=pipe.spec.text_normaliser,
+                             audio_highpass_hz=pipe.spec.audio_highpass_hz)
+        if read_alike != pipe.spec:
             await pipe.scorer.close()
             raise AffectstreamError(f"--baseline {args.baseline} reads other features than {args.bundle} (their "
                                     "cards' feature_spec differ): the two cannot be scored on the same windows")

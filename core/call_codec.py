@@ -22,7 +22,7 @@ CALL_PACKET_S = 0.02  # one packet (Opus frame) of a WebRTC call
 CALL_OPUS_FRAME = round(CALL_PACKET_S * CALL_OPUS_RATE_HZ)  # 960 samples
 CALL_CODEC = f"opus-voip-{CALL_OPUS_BITRATE // 1000}k"  # names the round trip in caches and model cards
 # 2: decoded as mono at the call's level. 1 (3.13.0 and before) decoded two channels and downmixed them 3 dB
-# louder than the call delivers (tests/features/test_call_codec.py holds it to a real aiortc call's level)
+# louder than the call delivers (tests/ingest/test_call_codec_matches_a_call.py holds it to a real call's level)
 CALL_CODEC_REVISION = 2
 
 

@@ -21,7 +21,8 @@ such as top-dB clipping), so the same samples always give the same numbers.
 
 With ``highpass_hz`` (a feature spec's ``audio_highpass_hz``) the samples first lose what lies below it: a
 WebRTC call's Opus removes everything under ~60 Hz, where a recording keeps its mains hum and rumble, and the
-frames' levels then differ by ~0.5-0.9 bel between a clip's file and its call (docs/selfmm.md §2.6).
+frames' levels then differ by ~0.5-0.9 bel between a clip's file and its call (docs/selfmm.md §2.7, "the hum
+under 60 Hz").
 """
 
 from __future__ import annotations

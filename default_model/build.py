@@ -125,7 +125,7 @@ VOICES_MAX_EPOCHS = 4
 TEXT_NORMALISER = SPLIT_LETTERS_DIGITS
 # the voices model's audio loses what lies below 60 Hz before its descriptors, as a call's Opus removes it: GRID's
 # files keep mains hum there, which moved their frames' levels 0.5-0.9 bel from the call's, flipped which frames
-# the quiet gate kept, and put 3.13.0's M for one clip 0.32 apart between its call and its file (docs/selfmm.md §2.6)
+# the quiet gate kept, and put 3.13.0's M for one clip 0.32 apart between its call and its file (docs/selfmm.md §2.7)
 AUDIO_HIGHPASS_HZ = 60.0
 LENGTH_BUCKETS = 50  # train batches of similar text length from pools of 50 batches (models.train.LengthBucketBatches)
 
