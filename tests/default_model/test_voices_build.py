@@ -23,8 +23,10 @@ from default_model.build import (
     TEXT_FROM_RATED_SENTENCES,
     TEXT_NORMALISER,
     VOICES_MODEL_VERSION,
+    VOICES_TRAIN_SEED_OFFSET,
     BuildOptions,
     build,
+    train_seed,
 )
 from default_model.cremad import DEFAULT_CREMAD_DIR
 from default_model.dataset import VOICE_ID_PREFIX, window_of
@@ -42,6 +44,8 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert report.counts["train/cremad"]["clips"] == 4
     card = ModelCard.read(tmp_path / "bundle")
     assert card.model_version == VOICES_MODEL_VERSION
+    # the weights draw from the training seed, the data and its splits from the build's seed (default_model.build)
+    assert card.training["train_seed"] == options.seed + VOICES_TRAIN_SEED_OFFSET != card.training["seed"]
     assert card.feature_spec["text_normaliser"] == TEXT_NORMALISER  # and the agent reads transcripts with it
     assert card.audio_reference is not None and card.audio_reference.columns == AUDIO_SPEAKER_COLUMNS
     assert (card.audio_reference.floor_bels, card.audio_reference.frames) == (FLOOR_BELS, FRAMES)
@@ -79,3 +83,9 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert not spoken[:AUDIO_QUIET_EDGE_ROWS].any() and not spoken[len(alone) - AUDIO_QUIET_EDGE_ROWS:].any()
     np.testing.assert_allclose(against[spoken, LEVEL_COLUMN] - alone[spoken, LEVEL_COLUMN], 1.0, atol=1e-5)
     np.testing.assert_allclose(against[:, 1:9], alone[:, 1:9])
+
+
+def test_only_the_voices_model_trains_from_its_own_seed() -> None:
+    """2.0.0's recipe keeps the build's seed for its weights; the voices model's weights draw from seed + offset."""
+    assert train_seed(BuildOptions(seed=7)) == 7
+    assert train_seed(BuildOptions(seed=7, cremad_dir=DEFAULT_CREMAD_DIR)) == 7 + VOICES_TRAIN_SEED_OFFSET
