@@ -304,20 +304,30 @@ def print_table(table: dict[str, Any]) -> None:
                   f"{sp['difference']:+.3f}, 95 % {sp['ci95'][0]:+.3f}..{sp['ci95'][1]:+.3f})")
 
 
+def baseline_beside(pipe: Pipeline, baseline_dir: Path, variant: str = "fp32") -> Pipeline:
+    """The --baseline bundle, to be scored on the features `pipe`'s extractor computes: its own tokens from the
+    same transcripts and, where its audio filter differs, its own descriptors of the same windows."""
+    baseline = Pipeline(baseline_dir, variant)
+    baseline.own_audio = baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
+    read_alike = replace(baseline.spec, text_normaliser=pipe.spec.text_normaliser,
+                         audio_highpass_hz=pipe.spec.audio_highpass_hz)
+    if read_alike != pipe.spec:
+        raise AffectstreamError(f"--baseline {baseline_dir} reads other features than the bundle it is compared with "
+                                f"({pipe.bundle.card.model_version}; their cards' feature_spec differ): the two "
+                                "cannot be scored on the same windows")
+    return baseline
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     pipe = Pipeline(args.bundle, args.variant, audio_ablated=args.audio_ablated)
     pipe.scorer.start()
-    baseline = Pipeline(args.baseline, args.variant) if args.baseline else None
+    try:
+        baseline = baseline_beside(pipe, args.baseline, args.variant) if args.baseline else None
+    except AffectstreamError:
+        await pipe.scorer.close()
+        raise
     if baseline is not None:
-        # it is scored on the features this bundle's extractor computes, its own tokens from the same transcripts
-        baseline.own_audio = baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
-        read_alike = replace(baseline.spec, text_normaliser=pipe.spec.text_normaliser,
-                             audio_highpass_hz=pipe.spec.audio_highpass_hz)
-        if read_alike != pipe.spec:
-            await pipe.scorer.close()
-            raise AffectstreamError(f"--baseline {args.baseline} reads other features than {args.bundle} (their "
-                                    "cards' feature_spec differ): the two cannot be scored on the same windows")
         baseline.scorer.start()
     try:
         test = split_corpus(load_corpus(args.cache), seed=DEFAULT_SEED)["test"]
@@ -332,8 +342,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mark = time.perf_counter()
         spoken_pred, heard, stats, base_spoken = await spoken_path(pipe, sample, baseline)
         spoken_s = time.perf_counter() - mark
-        neutral = await neutral_readings(pipe) if SHARED.is_dir() else []
-        shift = await codec_shift(pipe, SHARED) if SHARED.is_dir() else None
+        speech = bool(sample) and SHARED.is_dir()  # --per-corpus 0: the text path alone
+        neutral = await neutral_readings(pipe) if speech else []
+        shift = await codec_shift(pipe, SHARED) if speech else None
     finally:
         await pipe.scorer.close()
         if baseline is not None:
@@ -348,15 +359,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    "model_version": baseline.bundle.card.model_version},
         "per_corpus_spoken": args.per_corpus, "seed": args.seed, "table": table,
         "spoken_stats": stats, "heldout_voices": sorted({v.name for v in HELDOUT_VOICES}),
-        "spoken_wer_all": round(word_error_rate([s.text for s in sample], heard), 4),
-        "acc2_heldout_voices_all": round(non0_acc2(spoken_pred, np.asarray([s.label for s in sample])), 4),
-        "ranking_heldout_voices_all": round(
-            ranking_accuracy(spoken_pred, np.asarray([s.label for s in sample])), 4),
+        **(_spoken_summary(sample, spoken_pred, heard) if sample else {}),
         "neutral_readings": neutral,
         "call_codec_shift": shift,
         "seconds": {"text_path": round(text_s, 1), "spoken_path": round(spoken_s, 1),
                     "total": round(time.perf_counter() - started, 1)},
     }
+
+
+def _spoken_summary(sample: list[RatedSentence], spoken_pred: np.ndarray, heard: list[str]) -> dict[str, float]:
+    labels = np.asarray([s.label for s in sample])
+    return {"spoken_wer_all": round(word_error_rate([s.text for s in sample], heard), 4),
+            "acc2_heldout_voices_all": round(non0_acc2(spoken_pred, labels), 4),
+            "ranking_heldout_voices_all": round(ranking_accuracy(spoken_pred, labels), 4)}
 
 
 def main() -> None:
@@ -365,7 +380,9 @@ def main() -> None:
     )
     parser.add_argument("--bundle", type=Path, default=ROOT / DEFAULT_BUNDLE_DIR)
     parser.add_argument("--variant", choices=["fp32", "int8"], default="fp32", help="which graph of the bundle")
-    parser.add_argument("--per-corpus", type=int, default=500, help="spoken sample per corpus (test split)")
+    parser.add_argument("--per-corpus", type=int, default=500,
+                        help="spoken sample per corpus (test split); 0: the text path alone (no speech, neutral "
+                             "readings or codec bench)")
     parser.add_argument("--text-per-corpus", type=int, default=0, help="limit the text path (0 = all)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--features-pickle", type=Path,
@@ -416,8 +433,9 @@ def main() -> None:
         return
     result["cremad"] = cremad
     print_table(result["table"])
-    print(f"held-out voices: Acc-2 {result['acc2_heldout_voices_all']:.3f}, "
-          f"pos/neg ranking {result['ranking_heldout_voices_all']:.3f}")
+    if "acc2_heldout_voices_all" in result:
+        print(f"held-out voices: Acc-2 {result['acc2_heldout_voices_all']:.3f}, "
+              f"pos/neg ranking {result['ranking_heldout_voices_all']:.3f}")
     for row in result["neutral_readings"]:
         print(f"neutral {row['path']}: ours {row['ours']}, VADER compound {row['vader_compound']:.3f}")
     if result["call_codec_shift"] is not None:

@@ -1,9 +1,10 @@
 """`affectstream model build`: the default sentiment model from scratch, offline and reproducibly.
 
 corpus (vaderSentiment sdist) → seeded split → espeak-ng speech → FeatureExtractor.extract (the agent's own
-call) → with --voices, + CREMA-D (default_model.cremad: real actors, the valence listeners heard) → MMSA pickle →
-Trainer (Self-MM + ULGM, MMSA's mosi preset, text encoder fine-tuned) → best epoch → test-split quality per
-corpus beside VADER and on the CREMA-D test actors → default_model/committed/ → the default bundle.
+call) → + CREMA-D (default_model.cremad: real actors, the valence listeners heard; --no-voices leaves it out, 2.0.0's
+recipe) → MMSA pickle → Trainer (Self-MM + ULGM, MMSA's mosi preset, text encoder fine-tuned) → best epoch →
+test-split quality per corpus beside VADER and on the CREMA-D test actors → default_model/committed/ → the default
+bundle.
 
 Deviation from MMSA's config_regression (use_finetune=true, every encoder layer): only the top
 FINETUNE_TOP_LAYERS of the 6 MiniLM layers train; the embeddings and lower layers stay as shipped. That keeps
@@ -53,6 +54,7 @@ from default_model.corpus import (
     split_corpus,
 )
 from default_model.cremad import (
+    DEFAULT_CREMAD_DIR,
     SPEAKER_REFERENCE_CLIPS,
     VoiceSample,
     joined_voices,
@@ -72,8 +74,8 @@ from models.train import Trainer, TrainOptions, load_best, setup_seed
 log = logging.getLogger(__name__)
 
 NOT_CLINICAL = "Not a clinical instrument: a research and monitoring aid; never use it for diagnosis."
-MODEL_VERSION = "2.0.0"  # the committed default: rated sentences and synthetic speech
-VOICES_MODEL_VERSION = "3.15.0"  # the CREMA-D voices as the agent windows them, relative to each speaker's voice
+MODEL_VERSION = "3.15.0"  # the default: rated sentences, and the CREMA-D voices relative to each speaker's voice
+SENTENCES_ONLY_MODEL_VERSION = "2.0.0"  # the baseline (--no-voices): rated sentences and synthetic speech
 FINETUNE_TOP_LAYERS = 2
 AUDIO_STEP_FRAMES = 8  # 160 ms per LSTM step
 AUDIO_HIDDEN = 32  # with AUDIO_OUT: the sizes MMSA's mosi preset gives the vision branch
@@ -140,7 +142,7 @@ class BuildOptions:
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     work_dir: Path = Path(".affectstream") / "build" / "default-model"
     cache_dir: Path = Path(".affectstream") / "cache" / "vader"
-    cremad_dir: Path | None = None  # a CREMA-D folder: also train on its voices (the candidate); None: 2.0.0
+    cremad_dir: Path | None = DEFAULT_CREMAD_DIR  # CREMA-D (clips.csv + audio/), the voices; None: 2.0.0's recipe
     cremad_cache_dir: Path = Path(".affectstream") / "cache" / "cremad"
     clips_per_split: int | None = None  # CREMA-D clips per split (smoke runs); None = every clip
     voice_repeat: int = VOICE_REPEAT
@@ -386,7 +388,7 @@ def _facts(
     quality: dict[str, Any], encoder_dir: Path, max_speech_s: float,
 ) -> dict[str, Any]:
     return {
-        "model_version": MODEL_VERSION if options.cremad_dir is None else VOICES_MODEL_VERSION,
+        "model_version": SENTENCES_ONLY_MODEL_VERSION if options.cremad_dir is None else MODEL_VERSION,
         "task": "sentiment",
         "label_range": [-3.0, 3.0],
         "intended_use": NOT_CLINICAL,

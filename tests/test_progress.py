@@ -130,16 +130,20 @@ def test_dataset_build_and_training_show_their_phases(
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations over one or two samples are undefined
 def test_model_build_shows_each_phase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
-    """A tiny default-model build (2 sentences per corpus and split, 1 epoch, no export) with progress on."""
+    """A tiny default-model build (2 sentences per corpus and split, 2 CREMA-D clips per split, 1 epoch, no
+    export) with progress on."""
     monkeypatch.chdir(REPO_ROOT)  # the corpus cache (.affectstream/cache/vader) is relative to the repository
     result = CliRunner().invoke(app, [
         "model", "build", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--no-export",
-        "--sentences-per-corpus", "2", "--spoken-per-split", "1", "--max-epochs", "1", "--workers", "1",
-        "--progress",
+        "--sentences-per-corpus", "2", "--spoken-per-split", "1", "--clips-per-split", "2", "--max-epochs", "1",
+        "--workers", "1", "--progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     expected = {"train: speech + features": "4", "valid: speech + features": "4", "test: speech + features": "8",
-                "init labels": "1", "epoch 1 train": "1", "epoch 1 valid": "1", "test": "1"}
+                "init labels": "1", "epoch 1 train": "1", "epoch 1 valid": "1", "test": "1",
+                # the voices, once as the file decodes, through a call's codec and with a room's hum
+                "CREMA-D voices: features (file)": "6", "CREMA-D voices: features (opus-voip-96k)": "6",
+                "CREMA-D voices: features (room-hum)": "6"}
     for desc, total in expected.items():
         bar = finished_bar(result.stderr, desc)
         assert bar and bar[2] == total, (desc, result.stderr)

@@ -12,12 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.default_model import Pipeline, corpus_rows, paired_r_difference, run, spoken_path, text_path
+from bench.default_model import (
+    Pipeline,
+    baseline_beside,
+    corpus_rows,
+    paired_r_difference,
+    run,
+    spoken_path,
+    text_path,
+)
+from core.card import ModelCard
 from core.errors import AffectstreamError
 from core.features_audio import audio_features
 from core.features_text import SPLIT_LETTERS_DIGITS
 from core.media import decode_audio
 from core.types import SAMPLE_RATE_HZ
+from default_model.artefacts import SENTENCES_ONLY_DIR, export_default_bundle
+from default_model.build import SENTENCES_ONLY_MODEL_VERSION
 from default_model.corpus import CORPORA, RatedSentence
 from default_model.dataset import transcript_of, window_of
 
@@ -46,10 +57,10 @@ def test_corpus_rows_report_the_baseline_beside_ours() -> None:
     assert "baseline_text_r" not in corpus_rows(test, ours, test, ours, [s.text for s in test])[CORPORA[0]]
 
 
-async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Path) -> None:
+async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Path) -> None:
     sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
                  RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
-    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(voices_bundle_dir)
+    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(default_bundle_dir)
     pipe.scorer.start()
     baseline.scorer.start()
     try:
@@ -63,27 +74,51 @@ async def test_the_baseline_scores_the_same_heard_windows(voices_bundle_dir: Pat
     assert scores[0] > scores[1]
 
 
-async def test_a_baseline_that_reads_other_features_is_refused(voices_bundle_dir: Path, tmp_path: Path) -> None:
+async def test_the_committed_sentences_only_model_is_scored_beside_the_default(
+    default_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """2.0.0 stays committed (default_model/sentences_only) as the benches' same-run baseline: it exports, the
+    bench accepts it beside the default, and it scores the default's heard windows by their words."""
+    path, exported = export_default_bundle(tmp_path / "sentences-only", SENTENCES_ONLY_DIR, variants=False)
+    card = ModelCard.read(path)
+    assert exported and card.model_version == SENTENCES_ONLY_MODEL_VERSION and card.audio_reference is None
+    sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
+                 RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
+    pipe = Pipeline(default_bundle_dir)
+    baseline = baseline_beside(pipe, path)
+    assert baseline.own_audio  # 2.0.0 reads the audio unfiltered: its own descriptors of the same windows
+    pipe.scorer.start()
+    baseline.scorer.start()
+    try:
+        scores, heard, stats, base = await spoken_path(pipe, sentences, baseline)
+    finally:
+        await pipe.scorer.close()
+        await baseline.scorer.close()
+    assert stats["no_words"] == 0 and base is not None
+    assert scores[0] > scores[1] and base[0] > base[1]
+
+
+async def test_a_baseline_that_reads_other_features_is_refused(default_bundle_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    shutil.copytree(voices_bundle_dir, other)
+    shutil.copytree(default_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     card["feature_spec"]["vision_fps"] = card["feature_spec"]["vision_fps"] / 2
     (other / "card.json").write_text(json.dumps(card))
-    args = argparse.Namespace(bundle=voices_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
+    args = argparse.Namespace(bundle=default_bundle_dir, variant="fp32", audio_ablated=False, baseline=other)
     with pytest.raises(AffectstreamError, match="reads other features"):
         await run(args)
 
 
 def test_a_baseline_with_another_text_rule_reads_the_transcripts_its_own_way(
-    voices_bundle_dir: Path, tmp_path: Path
+    default_bundle_dir: Path, tmp_path: Path
 ) -> None:
     """2.0.0's card names no text_normaliser; the default's does. The bench scores both on one transcript each."""
     other = tmp_path / "no-text-rule"
-    shutil.copytree(voices_bundle_dir, other)
+    shutil.copytree(default_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     assert card["feature_spec"].pop("text_normaliser") == SPLIT_LETTERS_DIGITS
     (other / "card.json").write_text(json.dumps(card))
-    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(other)
+    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(other)
     heard = pipe.extractor.extract(transcript_of(window_of(np.zeros(SAMPLE_RATE_HZ, np.float32)), "lay red at s0 now"))
     np.testing.assert_array_equal(pipe.own_features(heard).input_ids, heard.input_ids)
     theirs = baseline.own_features(heard)
@@ -93,18 +128,18 @@ def test_a_baseline_with_another_text_rule_reads_the_transcripts_its_own_way(
 
 
 async def test_a_baseline_with_another_high_pass_hears_the_windows_its_own_way(
-    voices_bundle_dir: Path, tmp_path: Path, shared_data: Path
+    default_bundle_dir: Path, tmp_path: Path, shared_data: Path
 ) -> None:
     """2.0.0's card names no audio_highpass_hz; the voices model's does: the baseline scores the same windows
     with the descriptors of its own audio (and synthesises the gold-text path's speech anew, not the build's copy)."""
     other = tmp_path / "no-high-pass"
-    shutil.copytree(voices_bundle_dir, other)
+    shutil.copytree(default_bundle_dir, other)
     card = json.loads((other / "card.json").read_text())
     spec = card["feature_spec"]
     if spec.pop("audio_highpass_hz", None) is None:  # none: as 2.0.0's card says it (the key left out)
         spec["audio_highpass_hz"] = 60.0
     (other / "card.json").write_text(json.dumps(card))
-    pipe, baseline = Pipeline(voices_bundle_dir), Pipeline(other)
+    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(other)
     assert baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
     baseline.own_audio = True  # as run() sets it
     audio = decode_audio(shared_data / "av" / "grid" / "grid_brbk7n.mpg")  # mains hum, which a high-pass removes

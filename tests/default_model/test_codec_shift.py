@@ -1,4 +1,4 @@
-"""The voices candidate's audio head hears the voice, not the codec: GRID scored from its file and after a call's
+"""The default model's audio head hears the voice, not the codec: GRID scored from its file and after a call's
 Opus VOIP (bench/codec_shift.py, the same fixed 5 s windows, real Whisper and ONNX Runtime).
 
 GRID's pauses carry mains hum that a call's codec removes; model 3.0.0 read the hum and its A moved by up to 2.96
@@ -29,9 +29,9 @@ MEAN_A_SHIFT = 0.9
 
 
 @pytest.mark.integration
-async def test_a_calls_codec_moves_the_audio_head_little(voices_bundle_dir: Path, shared_data: Path) -> None:
+async def test_a_calls_codec_moves_the_audio_head_little(default_bundle_dir: Path, shared_data: Path) -> None:
     audio = decode_audio(shared_data / GRID)
-    pipe = Pipeline(voices_bundle_dir)
+    pipe = Pipeline(default_bundle_dir)
     pipe.scorer.start()
     try:
         direct = await window_scores(pipe, "grid", audio)

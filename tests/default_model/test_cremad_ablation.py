@@ -23,8 +23,8 @@ HEAD_MOVES = 1e-3  # an audio head whose output moves less than this over real v
 
 
 @pytest.fixture(scope="module")
-def bundle(voices_bundle_dir: Path) -> ModelBundle:
-    return ModelBundle.load(voices_bundle_dir, None, providers=["CPUExecutionProvider"], variant="fp32")
+def bundle(default_bundle_dir: Path) -> ModelBundle:
+    return ModelBundle.load(default_bundle_dir, None, providers=["CPUExecutionProvider"], variant="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +84,12 @@ async def test_ablated_scores_differ_where_the_audio_head_listens(
 
 
 async def test_the_rated_sentence_bench_can_score_m_with_the_audio_ablated(
-    voices_bundle_dir: Path, features: list[Features]
+    default_bundle_dir: Path, features: list[Features]
 ) -> None:
     # bench/default_model.py --audio-ablated: whether the voice moves M on the rated sentences (the same words here)
     m: dict[bool, np.ndarray] = {}
     for ablated in (False, True):
-        pipe = Pipeline(voices_bundle_dir, audio_ablated=ablated)
+        pipe = Pipeline(default_bundle_dir, audio_ablated=ablated)
         pipe.scorer.start()
         try:
             m[ablated] = np.array([await pipe.score(f) for f in features])

@@ -38,11 +38,8 @@ NEGATIVE = "This is terrible, I hate it, everything is awful and I feel miserabl
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bundles") / "sentiment-default"
-    out, exported = export_default_bundle(path, DEFAULT_DIR, variants=False)
-    assert exported and out == path
-    return path
+def bundle_dir(default_bundle_dir: Path) -> Path:
+    return default_bundle_dir
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +76,9 @@ def test_card_says_what_it_was_trained_on(bundle_dir: Path) -> None:
     training = card.training
     assert "vaderSentiment==3.3.2" in training["data"] and "espeak-ng" in training["audio"]
     counts = training["counts"]
-    assert sum(v["sentences"] for k, v in counts.items() if k.startswith("train/")) > 10000
+    assert sum(v.get("sentences", 0) for k, v in counts.items() if k.startswith("train/")) > 10000
+    assert counts["train/cremad"]["clips"] > 5000  # and the voices of the CREMA-D train actors
+    assert "CREMA-D" in training["audio"]
     quality = training["quality"]["test_split_gold_text"]
     assert set(quality) == {"tweets", "movie_reviews", "amazon", "nyt"}
     assert all({"pearson_ours", "pearson_vader"} <= set(q) for q in quality.values())

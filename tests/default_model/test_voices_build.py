@@ -1,5 +1,6 @@
-"""`model build --voices` end to end on a handful of clips and sentences, one epoch: the CREMA-D path builds its
-rows relative to each actor's voice, trains, and exports a bundle the agent scores with a speaker reference."""
+"""`model build` (the default recipe, with the voices) end to end on a handful of clips and sentences, one epoch:
+the CREMA-D path builds its rows relative to each actor's voice, trains, and exports a bundle the agent scores
+with a speaker reference."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from default_model.build import (
     AUDIO_QUIET_GATE,
     AUDIO_SPEAKER_COLUMNS,
     AUDIO_TRIM_QUIET_EDGES,
+    MODEL_VERSION,
     TEXT_FROM_RATED_SENTENCES,
     TEXT_NORMALISER,
-    VOICES_MODEL_VERSION,
     VOICES_TRAIN_SEED_OFFSET,
     BuildOptions,
     build,
@@ -43,7 +44,7 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
     assert voices["n"] == 4 and np.isfinite(voices["pearson_a"])
     assert report.counts["train/cremad"]["clips"] == 4
     card = ModelCard.read(tmp_path / "bundle")
-    assert card.model_version == VOICES_MODEL_VERSION
+    assert card.model_version == MODEL_VERSION
     # the weights draw from the training seed, the data and its splits from the build's seed (default_model.build)
     assert card.training["train_seed"] == options.seed + VOICES_TRAIN_SEED_OFFSET != card.training["seed"]
     assert card.feature_spec["text_normaliser"] == TEXT_NORMALISER  # and the agent reads transcripts with it
@@ -87,5 +88,6 @@ def test_a_tiny_voices_build_trains_and_exports_a_speaker_relative_model(tmp_pat
 
 def test_only_the_voices_model_trains_from_its_own_seed() -> None:
     """2.0.0's recipe keeps the build's seed for its weights; the voices model's weights draw from seed + offset."""
-    assert train_seed(BuildOptions(seed=7)) == 7
-    assert train_seed(BuildOptions(seed=7, cremad_dir=DEFAULT_CREMAD_DIR)) == 7 + VOICES_TRAIN_SEED_OFFSET
+    assert train_seed(BuildOptions(seed=7, cremad_dir=None)) == 7
+    assert train_seed(BuildOptions(seed=7)) == 7 + VOICES_TRAIN_SEED_OFFSET
+    assert BuildOptions().cremad_dir == DEFAULT_CREMAD_DIR  # the default recipe hears the voices

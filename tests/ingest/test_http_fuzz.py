@@ -253,8 +253,16 @@ def healthz(port: int) -> int:
     return status_of(send(port, [b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"], 0.0, False))
 
 
+def no_broker_here(record: logging.LogRecord) -> bool:
+    """kafka-python's error when a score feed, opened by an earlier request, fails to reach the broker: this
+    target has none on purpose (the feed follows again later, agent/topic_tail.py). When the error lands depends
+    on the library's timeout, not on the request being sent then."""
+    return record.name.startswith("kafka.") and record.getMessage().startswith("Bootstrap failed")
+
+
 def problems(records: list[logging.LogRecord]) -> list[str]:
-    failed = [r for r in records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
+    failed = [r for r in records if (r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage())
+              and not no_broker_here(r)]
     return [record.getMessage() for record in failed]
 
 

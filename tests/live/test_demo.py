@@ -4,8 +4,8 @@ time, every utterance of each participant scored and read back from Kafka, and t
 The clinician (espeak-ng) says positive, neutral and negative sentences; the patient, one CREMA-D test actor, says
 "It's eleven o'clock" in a neutral, happy, sad and angry voice (cli/sample_call.py). The same words: what moves
 the patient's A and M between the takes is the voice, for a model that learned from voices (its card has an
-audio_reference: the voices candidate, `LIVE_TESTS_BUNDLE`). The default, 2.0.0, learned audio from synthetic
-speech only, and its A is one number for every take.
+audio_reference: the default, 3.15.0). The sentences-only baseline 2.0.0 (default_model/sentences_only, as
+`LIVE_TESTS_BUNDLE`) learned audio from synthetic speech only, and its A is one number for every take.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from default_model.cremad import DEFAULT_CREMAD_DIR
 
 pytestmark = pytest.mark.integration
 
-# The happy take's A above the angry take's: the voices candidate's margin is several times this (3.10.0: 1.3, its
-# card's live_tests), so neither a CPU's float rounding nor a Whisper word can close it.
+# The happy take's A above the angry take's: the default's margin is several times this (3.15.0: 3.5, its card's
+# live_tests), so neither a CPU's float rounding nor a Whisper word can close it.
 MIN_VOICE_MARGIN_A = 0.5
 
 
