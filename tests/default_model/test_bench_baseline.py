@@ -57,17 +57,27 @@ def test_corpus_rows_report_the_baseline_beside_ours() -> None:
     assert "baseline_text_r" not in corpus_rows(test, ours, test, ours, [s.text for s in test])[CORPORA[0]]
 
 
-async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Path) -> None:
-    sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
-                 RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
-    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(default_bundle_dir)
+POSITIVE_AND_NEGATIVE = [
+    RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
+    RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money."),
+]
+
+
+async def spoken_beside(
+    pipe: Pipeline, baseline: Pipeline
+) -> tuple[np.ndarray, list[str], dict[str, int], np.ndarray | None]:
+    """The spoken path of POSITIVE_AND_NEGATIVE, scored by both pipelines on the same windows."""
     pipe.scorer.start()
     baseline.scorer.start()
     try:
-        scores, heard, stats, base = await spoken_path(pipe, sentences, baseline)
+        return await spoken_path(pipe, POSITIVE_AND_NEGATIVE, baseline)
     finally:
         await pipe.scorer.close()
         await baseline.scorer.close()
+
+
+async def test_the_baseline_scores_the_same_heard_windows(default_bundle_dir: Path) -> None:
+    scores, heard, stats, base = await spoken_beside(Pipeline(default_bundle_dir), Pipeline(default_bundle_dir))
     assert stats["no_words"] == 0 and all(heard)
     assert base is not None
     np.testing.assert_allclose(base, scores, atol=1e-4)  # the same bundle on the same windows: the same scores
@@ -82,18 +92,10 @@ async def test_the_committed_sentences_only_model_is_scored_beside_the_default(
     path, exported = export_default_bundle(tmp_path / "sentences-only", SENTENCES_ONLY_DIR, variants=False)
     card = ModelCard.read(path)
     assert exported and card.model_version == SENTENCES_ONLY_MODEL_VERSION and card.audio_reference is None
-    sentences = [RatedSentence("amazon", "1", 3.0, "I love this camera, it is wonderful."),
-                 RatedSentence("amazon", "2", -3.0, "The battery died after a day, what a waste of money.")]
     pipe = Pipeline(default_bundle_dir)
     baseline = baseline_beside(pipe, path)
     assert baseline.own_audio  # 2.0.0 reads the audio unfiltered: its own descriptors of the same windows
-    pipe.scorer.start()
-    baseline.scorer.start()
-    try:
-        scores, heard, stats, base = await spoken_path(pipe, sentences, baseline)
-    finally:
-        await pipe.scorer.close()
-        await baseline.scorer.close()
+    scores, _, stats, base = await spoken_beside(pipe, baseline)
     assert stats["no_words"] == 0 and base is not None
     assert scores[0] > scores[1] and base[0] > base[1]
 
