@@ -128,6 +128,7 @@ def test_the_default_cards_evaluations_are_the_committed_bench_records(default_b
          "egemaps_boosted_trees": cremad["anchors"]["boosted_trees"]["test_r"]}, abs=1e-4)
     assert replay["mean_m_by_intended_emotion"] == pytest.approx(
         {emotion: means["m"] for emotion, means in cremad["emotion_means"].items()}, abs=1e-4)
+    assert (REPO_ROOT / replay["chart"]).is_file()  # the bar chart of those means, as in the README
     vader = evaluations["vader_and_neutral_readings"]
     sentences = _bench_record(vader["measured_by"])
     assert sentences["model_version"] == MODEL_VERSION and sentences["baseline"]["model_version"] == "2.0.0"
