@@ -1,8 +1,8 @@
 """`affectstream model ...`: the project's default sentiment model.
 
-- `model build`: rebuild it from scratch (corpus, espeak-ng speech, the CREMA-D voices, training, export; about
-  57 min cold on 2 cores, 37 min with the voices' descriptors cached); `--no-voices` builds 2.0.0's recipe, the
-  rated sentences alone, into default_model/sentences_only (the baseline benches compare against)
+- `model build`: rebuild it from scratch (corpus, espeak-ng speech, the CREMA-D voices, training, export; cold on
+  2 cores 46.7 min on an Intel Xeon, 57.1 min on an AMD EPYC, README "Default model"); `--no-voices` builds 2.0.0's
+  recipe, the rated sentences alone, into default_model/sentences_only (the baseline benches compare against)
 - `model bundle`: export the committed artefacts in default_model/committed/ to the default bundle (never retrains)
 """
 

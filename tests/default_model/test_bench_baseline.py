@@ -141,9 +141,9 @@ async def test_a_baseline_with_another_high_pass_hears_the_windows_its_own_way(
     if spec.pop("audio_highpass_hz", None) is None:  # none: as 2.0.0's card says it (the key left out)
         spec["audio_highpass_hz"] = 60.0
     (other / "card.json").write_text(json.dumps(card))
-    pipe, baseline = Pipeline(default_bundle_dir), Pipeline(other)
-    assert baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz
-    baseline.own_audio = True  # as run() sets it
+    pipe = Pipeline(default_bundle_dir)
+    baseline = baseline_beside(pipe, other)
+    assert baseline.spec.audio_highpass_hz != pipe.spec.audio_highpass_hz and baseline.own_audio
     audio = decode_audio(shared_data / "av" / "grid" / "grid_brbk7n.mpg")  # mains hum, which a high-pass removes
     heard = pipe.extractor.extract(transcript_of(window_of(audio), "bin red by k seven now"))
     theirs = baseline.own_features(heard)

@@ -38,14 +38,9 @@ NEGATIVE = "This is terrible, I hate it, everything is awful and I feel miserabl
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(default_bundle_dir: Path) -> Path:
-    return default_bundle_dir
-
-
-@pytest.fixture(scope="module")
-def extractor(bundle_dir: Path) -> FeatureExtractor:
-    spec = FeatureSpec.from_dict(ModelCard.read(bundle_dir).feature_spec)
-    return FeatureExtractor(spec, bundle_dir, use_vision=False)
+def extractor(default_bundle_dir: Path) -> FeatureExtractor:
+    spec = FeatureSpec.from_dict(ModelCard.read(default_bundle_dir).feature_spec)
+    return FeatureExtractor(spec, default_bundle_dir, use_vision=False)
 
 
 def _features(extractor: FeatureExtractor, text: str) -> Features:
@@ -66,8 +61,8 @@ def test_committed_artefacts_are_small_and_complete() -> None:
         assert path.stat().st_size < MAX_COMMITTED_BYTES, path
 
 
-def test_card_says_what_it_was_trained_on(bundle_dir: Path) -> None:
-    card = ModelCard.read(bundle_dir)
+def test_card_says_what_it_was_trained_on(default_bundle_dir: Path) -> None:
+    card = ModelCard.read(default_bundle_dir)
     assert card.feature_source == "live"
     assert card.informed_modalities == ("text", "audio")
     assert set(card.uninformed_inputs) == {"vision"}
@@ -84,9 +79,9 @@ def test_card_says_what_it_was_trained_on(bundle_dir: Path) -> None:
     assert all({"pearson_ours", "pearson_vader"} <= set(q) for q in quality.values())
 
 
-def test_bundle_scores_windows_in_the_agent_scorer(bundle_dir: Path, extractor: FeatureExtractor) -> None:
+def test_bundle_scores_windows_in_the_agent_scorer(default_bundle_dir: Path, extractor: FeatureExtractor) -> None:
     spec = extractor.spec.to_dict()
-    bundle = ModelBundle.load(bundle_dir, spec, providers=["CPUExecutionProvider"])
+    bundle = ModelBundle.load(default_bundle_dir, spec, providers=["CPUExecutionProvider"])
     positive, negative = _features(extractor, POSITIVE), _features(extractor, NEGATIVE)
     rng = np.random.default_rng(0)
     faced = Features(**{**{f: getattr(positive, f) for f in positive.__dataclass_fields__},
@@ -111,15 +106,15 @@ def test_bundle_scores_windows_in_the_agent_scorer(bundle_dir: Path, extractor: 
 def test_int8_graph_ships_within_its_budget_and_keeps_the_ranking(
     extractor: FeatureExtractor, tmp_path: Path
 ) -> None:
-    bundle_dir, _ = export_default_bundle(tmp_path / "with-variants", DEFAULT_DIR)
-    card = ModelCard.read(bundle_dir)
+    variants_dir, _ = export_default_bundle(tmp_path / "with-variants", DEFAULT_DIR)
+    card = ModelCard.read(variants_dir)
     int8 = card.variant("int8")
     assert int8 is not None, "the default model's int8 graph was dropped: over its accuracy budget"
     assert int8.validation.passed and int8.validation.max_abs_diff["M"] <= 0.05 * 6
     assert card.text_packed and card.variant("fp16") is not None
     spec = extractor.spec.to_dict()
-    fp32 = ModelBundle.load(bundle_dir, spec, providers=["CPUExecutionProvider"])
-    quantised = ModelBundle.load(bundle_dir, spec, variant="int8")
+    fp32 = ModelBundle.load(variants_dir, spec, providers=["CPUExecutionProvider"])
+    quantised = ModelBundle.load(variants_dir, spec, variant="int8")
     feeds = pad_batch([fp32.prepare(_features(extractor, t)) for t in (POSITIVE, NEGATIVE)])
     scores = quantised.run(feeds)["M"]
     pos, neg = scores
@@ -127,15 +122,15 @@ def test_int8_graph_ships_within_its_budget_and_keeps_the_ranking(
     assert np.abs(scores - fp32.run(feeds)["M"]).max() <= int8.validation.atol
 
 
-def test_bundle_is_current_until_the_artefacts_change(bundle_dir: Path, tmp_path: Path) -> None:
-    assert bundle_is_current(bundle_dir, DEFAULT_DIR)
-    assert export_default_bundle(bundle_dir, DEFAULT_DIR, variants=False) == (bundle_dir, False)
+def test_bundle_is_current_until_the_artefacts_change(default_bundle_dir: Path, tmp_path: Path) -> None:
+    assert bundle_is_current(default_bundle_dir, DEFAULT_DIR)
+    assert export_default_bundle(default_bundle_dir, DEFAULT_DIR, variants=False) == (default_bundle_dir, False)
     changed = tmp_path / "default"
     shutil.copytree(DEFAULT_DIR, changed)
     facts = json.loads((changed / FACTS_FILE).read_text())
     facts["model_version"] += "-edited"
     (changed / FACTS_FILE).write_text(json.dumps(facts))
-    assert not bundle_is_current(bundle_dir, changed)
+    assert not bundle_is_current(default_bundle_dir, changed)
     assert not bundle_is_current(tmp_path / "missing", DEFAULT_DIR)
 
 
@@ -149,25 +144,25 @@ def test_a_different_text_encoder_is_refused(tmp_path: Path) -> None:
         load_default(changed)
 
 
-def test_default_bundle_is_used_only_when_none_is_configured(bundle_dir: Path, tmp_path: Path) -> None:
-    assert resolve_bundles([tmp_path / "mine"], default=bundle_dir) == [tmp_path / "mine"]
-    assert resolve_bundles([], default=bundle_dir) == [bundle_dir]
+def test_default_bundle_is_used_only_when_none_is_configured(default_bundle_dir: Path, tmp_path: Path) -> None:
+    assert resolve_bundles([tmp_path / "mine"], default=default_bundle_dir) == [tmp_path / "mine"]
+    assert resolve_bundles([], default=default_bundle_dir) == [default_bundle_dir]
     with pytest.raises(ModelError, match="affectstream model bundle"):
         resolve_bundles([], default=tmp_path / "never-exported")
 
 
 def test_beats_vader_on_gold_text_where_the_card_claims_it(
-    bundle_dir: Path, extractor: FeatureExtractor
+    default_bundle_dir: Path, extractor: FeatureExtractor
 ) -> None:
     """Through the exported ONNX graph, on a fixed sample of the held-out test split (gold text)."""
-    card = ModelCard.read(bundle_dir)
+    card = ModelCard.read(default_bundle_dir)
     claims = card.training["quality"]["test_split_gold_text"]
     assert all(q["pearson_ours"] > q["pearson_vader"] for q in claims.values()), claims  # the build's claim
     # re-measured here where the margin is wide enough for a 250-sentence sample
     better = [c for c, q in claims.items() if q["pearson_ours"] > q["pearson_vader"] + 0.05]
     assert {"movie_reviews", "amazon"} <= set(better)
     test = split_corpus(load_corpus(REPO_ROOT / ".affectstream" / "cache" / "vader"))["test"]
-    bundle = ModelBundle.load(bundle_dir, extractor.spec.to_dict(), providers=["CPUExecutionProvider"])
+    bundle = ModelBundle.load(default_bundle_dir, extractor.spec.to_dict(), providers=["CPUExecutionProvider"])
     for corpus in ("movie_reviews", "amazon"):
         sample = sample_per_corpus([s for s in test if s.corpus == corpus], SAMPLE_PER_CORPUS, seed=99)
         items = [bundle.prepare(_gold_text_features(extractor, s.text, s.key)) for s in sample]
